@@ -1,0 +1,32 @@
+# Every target that runs code depends on the venv, so `make test` alone sets up a fresh machine.
+PYTHON  ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+VARIANT ?= S
+OUT     ?= artifacts/$(VARIANT)
+CKPT    ?=
+THREADS ?= 2
+
+.PHONY: install test test-fast export clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not e2e"
+
+export: install
+	$(BIN)/convnextpose export --variant $(VARIANT) --out $(OUT) $(if $(CKPT),--checkpoint $(CKPT))
+
+clean:
+	rm -rf $(VENV) build *.egg-info

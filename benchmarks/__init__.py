@@ -1,0 +1,1 @@
+"""Latency and parity benchmarks of every backend against the PyTorch reference."""

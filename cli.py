@@ -1,0 +1,146 @@
+"""`convnextpose` command line: inspect, make-checkpoint, export.
+
+User errors (bad checkpoint, mismatch, failed export stage) print one paragraph and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from models.errors import ConvNeXtPoseError
+from models.spec import DEFAULT_JOINTS, REGISTRY
+
+log = logging.getLogger("convnextpose")
+EXIT_USER_ERROR = 2
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, args.variant, args.joints, args.upsample)
+    info = loaded.describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    spec = loaded.spec
+    lines = [
+        f"checkpoint      {loaded.path}",
+        f"sha256          {loaded.sha256}",
+        f"variant         {loaded.matched_variant or 'none (custom spec)'}",
+        f"depths          {list(spec.depths)}",
+        f"dims            {list(spec.dims)}",
+        f"head channels   {spec.head_channels}",
+        f"upsampling      {spec.num_upsample} (from {loaded.upsample_source})",
+        f"joints x depth  {spec.joints} x {spec.depth_bins}",
+        f"heatmap DxHxW   {'x'.join(map(str, spec.heatmap_shape))}",
+        f"input           1x3x{spec.input_size}x{spec.input_size}",
+        f"params          {spec.params:,}",
+        f"state_dict      {spec.state_dict_elements:,} elements",
+        f"GMACs           {spec.macs / 1e9:.2f}",
+        f"head keys       {loaded.head_key_style}",
+        f"epoch           {loaded.epoch}",
+        f"synthetic       {loaded.synthetic['kind'] + ' (NOT a trained model)' if loaded.synthetic else 'no'}",
+    ]
+    lines += [f"warning         {w}" for w in loaded.warnings]
+    print("\n".join(lines))
+    return 0
+
+
+def _make_checkpoint(args: argparse.Namespace) -> int:
+    from models.spec import spec_for
+    from models.synthetic import write_synthetic_checkpoint
+
+    spec = spec_for(args.variant, args.joints)
+    write_synthetic_checkpoint(spec, args.out, seed=args.seed, legacy_head_keys=args.legacy_head_keys)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from exporters.pipeline import ExportOptions, run_export
+
+    options = ExportOptions(
+        variant=args.variant,
+        checkpoint=args.checkpoint,
+        out_dir=args.out,
+        joints=args.joints,
+        num_upsample=args.upsample,
+        formats=tuple(args.formats.split(",")),
+        fold_normalization=not args.normalized_input,
+        opset=args.opset,
+        dynamic_batch=args.dynamic_batch,
+        simplifier=args.simplifier,
+        images_dir=args.images,
+        seed=args.seed,
+    )
+    run_export(options)
+    return 0
+
+
+def _variant(name: str) -> str:
+    if name.upper() not in REGISTRY:
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}; choose from {', '.join(REGISTRY)}")
+    return name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convnextpose", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="infer a checkpoint's architecture and check it against a variant")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--variant", type=_variant, help="variant the checkpoint must match (XS/S/M/L)")
+    p.add_argument("--joints", type=int, default=DEFAULT_JOINTS, help="number of joints J (default 18)")
+    p.add_argument("--upsample", type=int, help="upsampling layers of a custom head (no weights tell it)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("make-checkpoint", help="write a synthetic (untrained) checkpoint in the released layout")
+    p.add_argument("variant", type=_variant)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
+    p.add_argument("--legacy-head-keys", action="store_true", help="deconv_layers_N.0|1|2 key style (as M/L)")
+    p.set_defaults(func=_make_checkpoint)
+
+    p = sub.add_parser("export", help="export ONNX, TFLite and CoreML, each verified against PyTorch")
+    p.add_argument("--variant", type=_variant, help="variant the checkpoint must match; default from the checkpoint")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file; default: a synthetic untrained one")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
+    p.add_argument("--upsample", type=int, help="upsampling layers of a custom head")
+    p.add_argument("--formats", default="onnx,tflite,coreml", help="comma list of onnx,tflite,coreml")
+    p.add_argument("--normalized-input", action="store_true",
+                   help="keep ImageNet normalisation outside the model (default: folded in, input RGB in [0,1])")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch axis")
+    p.add_argument("--simplifier", choices=("onnxsim", "onnxslim"), default="onnxsim")
+    p.add_argument("--images", type=Path, help="folder of images for parity checks (default: sample people photos)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic checkpoint and random inputs")
+    p.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except ConvNeXtPoseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; no partial artifacts were left in place", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # python -m cli
+    sys.exit(main())

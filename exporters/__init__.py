@@ -1,0 +1,1 @@
+"""Exporters: ONNX -> simplified ONNX -> TFLite, CoreML; each artifact verified against PyTorch."""

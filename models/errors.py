@@ -1,0 +1,17 @@
+"""One exception family. The CLI turns any of these into a one-paragraph message and exit code 2."""
+
+
+class ConvNeXtPoseError(Exception):
+    """A user-facing error: the message names the file, tensor, shape or stage at fault."""
+
+
+class CheckpointError(ConvNeXtPoseError):
+    """A checkpoint file could not be read or is not a usable ConvNeXtPose checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's tensors do not fit the requested architecture."""
+
+
+class ExportError(ConvNeXtPoseError):
+    """An export stage failed (conversion or verification); names the stage."""

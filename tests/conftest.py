@@ -1,0 +1,54 @@
+"""Shared fixtures: the reference facts file, synthetic checkpoints in the released layout."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from models.spec import spec_for
+from models.synthetic import write_synthetic_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CONVNEXTPOSE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "reference" / "convnextpose.md").is_file():
+        pytest.fail(f"shared reference folder not found at {SHARED}; set CONVNEXTPOSE_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def reference_table(shared_dir: Path) -> dict[str, dict[str, str]]:
+    """The variant table of ../shared/reference/convnextpose.md, read once: variant -> column -> cell."""
+    text = (shared_dir / "reference" / "convnextpose.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    header = next(r for r in rows if r.startswith("| variant"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) == len(columns) and re.fullmatch(r"XS|S|M|L", cells[0]):
+            table[cells[0]] = dict(zip(columns, cells))
+    assert set(table) == {"XS", "S", "M", "L"}, f"could not read the variant table: {table.keys()}"
+    return table
+
+
+@pytest.fixture(scope="session")
+def make_ckpt(tmp_path_factory):
+    """make_ckpt(variant, legacy=False, seed=0, joints=18) -> path of a cached synthetic checkpoint."""
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("ckpts")
+
+    def make(variant: str, legacy: bool = False, seed: int = 0, joints: int = 18) -> Path:
+        key = (variant, legacy, seed, joints)
+        if key not in cache:
+            name = f"{variant}-{'legacy' if legacy else 'named'}-s{seed}-j{joints}.pth.tar"
+            cache[key] = write_synthetic_checkpoint(spec_for(variant, joints), root / name, seed, legacy)
+        return cache[key]
+
+    return make
