@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # Converters log every graph pass at INFO; keep our own progress readable.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("coremltools", "tensorflow", "absl", "onnx2tf"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except ConvNeXtPoseError as exc:

@@ -1,0 +1,268 @@
+"""`convnextpose export`: load + check -> ONNX -> simplified ONNX -> TFLite fp32/fp16 -> CoreML.
+
+Every artifact is written into a private staging folder inside OUT, verified there against the
+PyTorch reference, and only when every requested stage passed are the files renamed into OUT
+and the manifest written. A failed or interrupted run leaves OUT as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from exporters import to_coreml, to_onnx, to_tflite
+from exporters.contract import InputContract, fold_normalization, normalise
+from exporters.images import InputSet, parity_inputs
+from exporters.manifest import (
+    MANIFEST_NAME,
+    Artifact,
+    build_manifest,
+    embedded_metadata,
+    path_digest,
+    read_manifest,
+    write_json_atomic,
+)
+from exporters.runtimes import coreml_can_predict, run_coreml, run_onnx, run_tflite
+from exporters.simplify import simplify_onnx
+from exporters.tolerances import tolerance_for
+from exporters.verify import compare_joints
+from models.checkpoint import LoadedCheckpoint, load_checkpoint
+from models.errors import ConvNeXtPoseError, ExportError
+from models.network import ConvNeXtPose
+from models.spec import spec_for
+from models.synthetic import write_synthetic_checkpoint
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite", "coreml")
+DEFAULT_CHECKPOINT_DIR = Path("artifacts") / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out_dir: Path
+    variant: str | None = None
+    checkpoint: Path | None = None
+    joints: int = 18
+    num_upsample: int | None = None
+    formats: tuple[str, ...] = FORMATS
+    fold_normalization: bool = True
+    opset: int = to_onnx.DEFAULT_OPSET
+    dynamic_batch: bool = False
+    simplifier: str = "onnxsim"
+    images_dir: Path | None = None
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """State shared by the stages of one export."""
+
+    options: ExportOptions
+    loaded: LoadedCheckpoint
+    contract: InputContract
+    model: ConvNeXtPose  # what the artifacts contain (normalisation folded or not)
+    inputs: InputSet
+    reference: np.ndarray  # PyTorch fp32 joints of the original model on normalised inputs
+    staging: Path
+    metadata: dict[str, str]
+    stem: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def artifact_inputs(self) -> np.ndarray:
+        return self.contract.prepare(self.inputs.images)
+
+    def verify(self, path: Path, fmt: str, precision: str, layout: str, run: Callable | None,
+               details: dict | None = None, not_measured: str = "") -> Artifact:
+        if run is None:
+            parity = {"status": "not measured", "reason": not_measured}
+        else:
+            report = compare_joints(run(path, self.artifact_inputs), self.reference, self.loaded.spec,
+                                    tolerance_for(fmt, precision))
+            parity = report.to_dict()
+            if not report.passed:
+                raise ExportError(
+                    f"parity check failed for {path.name} ({fmt} {precision}): max |delta| "
+                    f"{report.max_abs_px:.4g} heatmap px > tolerance {report.tolerance_px:g} "
+                    f"(mean {report.mean_abs_px:.4g}, {report.max_abs_input_px:.4g} input px, "
+                    f"{report.max_abs_depth_mm:.4g} mm) over {report.n_inputs} inputs"
+                )
+        size, sha = path_digest(path)
+        n, c, h, w = self.contract.shape_nchw
+        shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+        artifact = Artifact(path.name, fmt, precision, layout, shape, size, sha, parity, details or {})
+        self.artifacts.append(artifact)
+        return artifact
+
+
+def default_checkpoint(variant: str, joints: int, seed: int) -> Path:
+    """The built-in checkpoint: synthetic, UNTRAINED, cached under artifacts/checkpoints/."""
+    path = DEFAULT_CHECKPOINT_DIR / f"synthetic-untrained-{variant}-j{joints}-seed{seed}.pth.tar"
+    if not path.exists():
+        write_synthetic_checkpoint(spec_for(variant, joints), path, seed=seed)
+    return path
+
+
+def _reference_joints(loaded: LoadedCheckpoint, inputs: InputSet) -> np.ndarray:
+    model = loaded.build_model()
+    with torch.no_grad():
+        return model(torch.from_numpy(normalise(inputs.images))).numpy()
+
+
+# ---- stages ------------------------------------------------------------------------------------
+def _stage_onnx(run: _Run) -> None:
+    o = run.options
+    raw = run.staging / f"{run.stem}.onnx"
+    details = to_onnx.export_onnx(run.model, run.contract, raw, run.metadata, o.opset, o.dynamic_batch)
+    run.verify(raw, "onnx", "fp32", "NCHW", lambda p, x: run_onnx(p, x, o.threads), details)
+    simplified = run.staging / f"{run.stem}.sim.onnx"
+    details = simplify_onnx(raw, simplified, o.simplifier, run.metadata)
+    log.info("simplified with %s: %d -> %d nodes", o.simplifier, details["nodes_before"], details["nodes_after"])
+    run.verify(simplified, "onnx-simplified", "fp32", "NCHW", lambda p, x: run_onnx(p, x, o.threads), details)
+
+
+def _stage_tflite(run: _Run) -> None:
+    o = run.options
+    simplified = run.staging / f"{run.stem}.sim.onnx"
+    if not simplified.exists():  # tflite without the onnx stage: make the ONNX privately
+        simplified = run.staging / ".work" / "model.sim.onnx"
+        simplified.parent.mkdir(exist_ok=True)
+        to_onnx.export_onnx(run.model, run.contract, simplified, run.metadata, o.opset, False)
+        simplify_onnx(simplified, simplified, o.simplifier, run.metadata)
+    photos = run.inputs.images[[not s.startswith("random:") for s in run.inputs.sources]]
+    saved_model = to_tflite.onnx_to_saved_model(simplified, run.staging / ".work" / "tflite", photos)
+    for precision in to_tflite.PRECISIONS:
+        path = run.staging / f"{run.stem}_{precision}.tflite"
+        path.write_bytes(to_tflite.embed_metadata(to_tflite.saved_model_to_tflite(saved_model, precision), run.metadata))
+        ops = to_tflite.check_builtin_only(path)
+        run.verify(path, "tflite", precision, "NHWC", lambda p, x: run_tflite(p, x, o.threads),
+                   {"ops": ops, "signature": to_tflite.SIGNATURE_KEY})
+
+
+def _stage_coreml(run: _Run) -> None:
+    can_predict, reason = coreml_can_predict()
+    for target in (to_coreml.MLPACKAGE, to_coreml.MLMODEL):
+        path = run.staging / f"{run.stem}{target.suffix}"
+        details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata)
+        run.verify(path, target.format, target.precision, "NCHW", run_coreml if can_predict else None, details,
+                   not_measured=reason)
+
+
+STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "tflite": _stage_tflite, "coreml": _stage_coreml}
+
+
+# ---- publishing --------------------------------------------------------------------------------
+def _publish(run: _Run, out_dir: Path, manifest: dict) -> None:
+    """Move verified artifacts into OUT, write the manifest, drop files the old manifest listed."""
+    previous = read_manifest(out_dir) or {}
+    for artifact in run.artifacts:
+        src, dst = run.staging / artifact.file, out_dir / artifact.file
+        if dst.is_dir():  # .mlpackage is a folder: os.replace cannot overwrite a non-empty one
+            trash = run.staging / f".old-{artifact.file}"
+            os.replace(dst, trash)
+        os.replace(src, dst)
+    write_json_atomic(manifest, out_dir / MANIFEST_NAME)
+    current = {a.file for a in run.artifacts}
+    for old in previous.get("artifacts", []):
+        stale = out_dir / Path(old.get("file", "")).name
+        if old.get("file") and old["file"] not in current and stale.exists():
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def run_export(options: ExportOptions) -> ExportResult:
+    unknown = [f for f in options.formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    checkpoint = options.checkpoint
+    if checkpoint is None:
+        variant = options.variant or "S"
+        checkpoint = default_checkpoint(variant, options.joints, options.seed)
+        log.warning("no checkpoint given: using a SYNTHETIC, UNTRAINED %s checkpoint (%s); the artifacts "
+                    "are for testing the pipeline, not for predicting poses", variant, checkpoint)
+    loaded = load_checkpoint(checkpoint, options.variant, options.joints, options.num_upsample)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    if loaded.synthetic:
+        log.warning("checkpoint %s is synthetic (%s): NOT a trained pose model", loaded.path, loaded.synthetic["kind"])
+    spec = loaded.spec
+    contract = InputContract.for_spec(spec, options.fold_normalization)
+    model = fold_normalization(loaded.build_model()) if options.fold_normalization else loaded.build_model()
+    inputs = parity_inputs(spec.input_size, options.images_dir, options.seed)
+    reference = _reference_joints(loaded, inputs)
+    timings["load"] = time.perf_counter() - start
+    log.info("loaded %s (%s, %s params); verification set: %d inputs", loaded.path, spec.name,
+             f"{spec.params:,}", len(inputs))
+
+    out_dir = Path(options.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    run = _Run(options, loaded, contract, model, inputs, reference, staging,
+               embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
+    try:
+        stages = [f for f in FORMATS if f in options.formats]
+        for name in tqdm(stages, desc="export", unit="stage", disable=None):
+            log.info("stage %s ...", name)
+            t0 = time.perf_counter()
+            try:
+                STAGES[name](run)
+            except ConvNeXtPoseError as exc:
+                raise ExportError(f"stage '{name}' failed: {exc}") from None
+            except Exception as exc:  # converter crashes: name the stage, keep the detail
+                log.debug("stage %s crashed", name, exc_info=True)
+                raise ExportError(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from None
+            timings[name] = time.perf_counter() - t0
+            log.info("stage %s done in %.1f s", name, timings[name])
+        timings["total"] = time.perf_counter() - start
+        layouts = {a.format: a.layout for a in run.artifacts}
+        manifest = build_manifest(loaded, contract, run.artifacts, timings, inputs.sources, layouts)
+        _publish(run, out_dir, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(summary_table(run.artifacts, out_dir, loaded))
+    return ExportResult(out_dir, manifest, run.artifacts)
+
+
+def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckpoint) -> str:
+    rows = [("file", "format", "precision", "input", "size MB", "max |d| hm px", "input px", "status")]
+    notes = []
+    for a in artifacts:
+        p = a.parity
+        measured = "max_abs_px" in p
+        rows.append((
+            a.file, a.format, a.precision, f"{a.layout} {'x'.join(map(str, a.input_shape))}", f"{a.bytes / 1e6:.1f}",
+            f"{p['max_abs_px']:.2e}" if measured else "-",
+            f"{p['max_abs_input_px']:.2e}" if measured else "-",
+            p["status"] if measured else "not measured*",
+        ))
+        if not measured and p["reason"] not in notes:
+            notes.append(p["reason"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    title = f"ConvNeXtPose {loaded.spec.name} -> {out_dir}"
+    if loaded.synthetic:
+        title += f"   [SYNTHETIC {loaded.synthetic['kind'].upper()} WEIGHTS]"
+    return "\n".join([title, *lines, *(f"* {n}" for n in notes)])

@@ -1,0 +1,36 @@
+"""ONNX graph simplification (onnxsim by default, onnxslim as the alternative)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from exporters.to_onnx import set_metadata
+from models.errors import ExportError
+
+SIMPLIFIERS = ("onnxsim", "onnxslim")
+
+
+def simplify_onnx(src: Path, dst: Path, simplifier: str, metadata: dict[str, str]) -> dict:
+    proto = onnx.load(str(src))
+    before = len(proto.graph.node)
+    if simplifier == "onnxsim":
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(proto)
+        if not ok:
+            raise ExportError(f"onnxsim could not validate the simplified graph of {src}")
+    elif simplifier == "onnxslim":
+        import onnxslim
+
+        simplified = onnxslim.slim(proto)
+    else:
+        raise ExportError(f"unknown simplifier {simplifier!r}; choose from {', '.join(SIMPLIFIERS)}")
+    set_metadata(simplified, metadata)
+    onnx.checker.check_model(simplified, full_check=True)
+    onnx.save(simplified, str(dst))
+    ops: dict[str, int] = {}
+    for node in simplified.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {"simplifier": simplifier, "nodes_before": before, "nodes_after": len(simplified.graph.node), "ops": ops}

@@ -1,0 +1,53 @@
+"""Input contract: folding ImageNet normalisation into the stem is exact."""
+
+import numpy as np
+import torch
+
+from exporters.contract import InputContract, fold_normalization, normalise
+from exporters.images import load_images, parity_inputs, square_crops
+from models.network import build_model
+from models.spec import ModelSpec
+
+
+def _tiny() -> ModelSpec:
+    return ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
+                     depth_bins=8, joints=5, input_size=64)
+
+
+def test_folded_model_on_rgb_equals_original_on_normalised_input():
+    torch.manual_seed(0)
+    model = build_model(_tiny())
+    rgb = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        original = model(torch.from_numpy(normalise(rgb)))
+        folded = fold_normalization(model)(torch.from_numpy(rgb))
+    assert torch.allclose(original, folded, atol=1e-4)
+    # and folding changed a copy, not the model itself
+    assert not torch.equal(model.backbone.downsample_layers[0][0].weight,
+                           fold_normalization(model).backbone.downsample_layers[0][0].weight)
+
+
+def test_contract_states_what_goes_in():
+    spec = _tiny()
+    folded, plain = InputContract.for_spec(spec, True), InputContract.for_spec(spec, False)
+    assert folded.value_range == (0.0, 1.0) and folded.to_dict()["normalization_folded"] is True
+    assert plain.value_range[0] < -2 and plain.value_range[1] > 2.5
+    rgb = np.full((1, 3, 2, 2), 0.5, dtype=np.float32)
+    assert np.array_equal(folded.prepare(rgb), rgb)
+    assert np.allclose(plain.prepare(rgb)[0, 0], (0.5 - 0.485) / 0.229)
+
+
+def test_people_photos_become_square_crops(shared_dir):
+    photos = load_images(shared_dir / "data" / "people", 64)
+    assert photos.images.shape[1:] == (3, 64, 64)
+    assert photos.images.min() >= 0 and photos.images.max() <= 1
+    # the wide group photo gives three crops, the square ones one each
+    assert sum(s.startswith("input.jpg") for s in photos.sources) == 3
+    assert len(parity_inputs(64, shared_dir / "data" / "people")) == len(photos) + 3
+
+
+def test_tall_images_are_cropped_top_and_bottom():
+    from PIL import Image
+
+    names = [n for n, _ in square_crops(Image.new("RGB", (100, 200)))]
+    assert names == ["centre", "top", "bottom"]

@@ -1,0 +1,193 @@
+"""End-to-end export of XS: every artifact is re-run here with its own runtime and judged against
+PyTorch with the one tolerance table -- not taken from the manifest's word."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from cli import main
+from exporters import pipeline
+from exporters.contract import normalise
+from exporters.images import parity_inputs
+from exporters.manifest import MANIFEST_NAME, path_digest
+from exporters.pipeline import ExportOptions, run_export
+from exporters.runtimes import run_onnx, run_tflite, tflite_interpreter
+from exporters.to_tflite import METADATA_NAME, read_metadata
+from exporters.tolerances import tolerance_for
+from models.checkpoint import load_checkpoint
+from models.errors import ExportError
+from models.joints import HUMAN36M
+from models.spec import REGISTRY, ModelSpec
+from models.synthetic import synthetic_model, to_legacy_head_keys
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def xs_export(make_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "XS"
+    ckpt = make_ckpt("XS")
+    result = run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt))
+    return out, ckpt, result
+
+
+def _reference(ckpt: Path, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return load_checkpoint(ckpt).build_model()(torch.from_numpy(normalise(images))).numpy()
+
+
+def _files(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir()}
+
+
+def test_every_artifact_is_inside_its_tolerance_when_rerun_here(xs_export):
+    out, ckpt, _ = xs_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    inputs = parity_inputs(256)  # the artifacts take RGB in [0, 1]: normalisation is folded
+    reference = _reference(ckpt, inputs.images)
+    runners = {"onnx": run_onnx, "onnx-simplified": run_onnx, "tflite": run_tflite}
+    checked = set()
+    for art in manifest["artifacts"]:
+        if art["format"] not in runners:
+            continue
+        joints = runners[art["format"]](out / art["file"], inputs.images)
+        error = np.abs(joints - reference).max()
+        assert error <= tolerance_for(art["format"], art["precision"]), (art["file"], error)
+        assert error == pytest.approx(art["parity"]["max_abs_px"], rel=1e-3, abs=1e-6)
+        checked.add((art["format"], art["precision"]))
+    assert checked == {("onnx", "fp32"), ("onnx-simplified", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
+
+
+def test_manifest_describes_exactly_what_is_on_disk(xs_export):
+    out, ckpt, _ = xs_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["variant"] == "XS"
+    assert manifest["spec"] == REGISTRY["XS"].to_dict()
+    assert manifest["checkpoint"]["sha256"] == load_checkpoint(ckpt).sha256
+    assert manifest["checkpoint"]["synthetic"] is True
+    assert manifest["joints"]["names"] == list(HUMAN36M.names)
+    assert manifest["input"]["normalization_folded"] is True
+    assert manifest["output"]["shape"] == [1, 18, 3]
+    assert {"torch", "onnx2tf", "tensorflow", "coremltools"} <= set(manifest["versions"])
+    assert {"load", "onnx", "tflite", "coreml", "total"} <= set(manifest["stage_seconds"])
+    files = {a["file"] for a in manifest["artifacts"]}
+    assert files | {MANIFEST_NAME} == _files(out)  # nothing half-written, nothing unlisted
+    for art in manifest["artifacts"]:
+        assert (art["bytes"], art["sha256"]) == path_digest(out / art["file"])
+
+
+def test_tflite_contract_signature_builtin_ops_and_metadata(xs_export):
+    out, ckpt, _ = xs_export
+    for precision in ("fp32", "fp16"):
+        path = out / f"convnextpose-XS_{precision}.tflite"
+        interpreter = tflite_interpreter(path)
+        assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["joints"]}}
+        runner = interpreter.get_signature_runner("serving_default")
+        assert list(runner.get_input_details()["image"]["shape"]) == [1, 256, 256, 3]  # NHWC
+        assert list(runner.get_output_details()["joints"]["shape"]) == [1, 18, 3]
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+        assert not any(op.startswith("Flex") for op in ops) and "SOFTMAX" in ops
+        meta = read_metadata(path)
+        assert meta["checkpoint_sha256"] == load_checkpoint(ckpt).sha256
+        assert json.loads(meta["joint_names"])[0] == "Pelvis"
+    assert METADATA_NAME
+
+
+def test_onnx_contract_and_metadata(xs_export):
+    out, _, _ = xs_export
+    proto = onnx.load(str(out / "convnextpose-XS.sim.onnx"))
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 256, 256]
+    assert [o.name for o in proto.graph.output] == ["joints"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["variant"] == "XS" and json.loads(meta["input"])["value_range"] == [0.0, 1.0]
+
+
+def test_coreml_artifacts_are_labelled_and_honest_about_parity(xs_export):
+    import coremltools as ct
+
+    out, _, _ = xs_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    coreml = {a["format"]: a for a in manifest["artifacts"] if a["format"].startswith("coreml")}
+    assert set(coreml) == {"coreml-mlpackage", "coreml-mlmodel"}
+    for art in coreml.values():
+        model = ct.models.MLModel(str(out / art["file"]), skip_model_load=True)
+        spec = model.get_spec()
+        assert [i.name for i in spec.description.input] == ["image"]
+        assert [o.name for o in spec.description.output] == ["joints"]
+        assert spec.description.metadata.userDefined["variant"] == "XS"
+        if not ct.utils._is_macos():
+            assert art["parity"]["status"] == "not measured"
+            assert "not measured on this OS" in art["parity"]["reason"]
+    assert coreml["coreml-mlpackage"]["precision"] == "fp16"
+
+
+def test_failing_converter_leaves_out_untouched(xs_export, tmp_path, monkeypatch):
+    out = tmp_path / "XS"
+    shutil.copytree(xs_export[0], out)
+    before = {p.name: path_digest(p) for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected converter crash")
+
+    monkeypatch.setattr(pipeline.to_tflite, "saved_model_to_tflite", broken)
+    with pytest.raises(ExportError, match="stage 'tflite' failed: RuntimeError: injected converter crash"):
+        run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=xs_export[1]))
+    assert {p.name: path_digest(p) for p in out.iterdir()} == before  # no partial files, no staging left
+
+
+def test_parity_failure_fails_the_stage(make_ckpt, tmp_path, monkeypatch):
+    real_fold = pipeline.fold_normalization
+
+    def drifted(model):  # a conversion that silently changes the weights
+        folded = real_fold(model)
+        with torch.no_grad():
+            folded.head.final_layer.weight.mul_(1.5)
+        return folded
+
+    monkeypatch.setattr(pipeline, "fold_normalization", drifted)
+    with pytest.raises(ExportError, match=r"stage 'onnx' failed: parity check failed for convnextpose-XS.onnx"):
+        run_export(ExportOptions(out_dir=tmp_path / "out", variant="XS", checkpoint=make_ckpt("XS"), formats=("onnx",)))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_second_export_over_existing_out_stays_consistent(xs_export, tmp_path):
+    out = tmp_path / "XS"
+    shutil.copytree(xs_export[0], out)
+    run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=xs_export[1], formats=("onnx",)))
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "onnx-simplified"}
+    assert {a["file"] for a in manifest["artifacts"]} | {MANIFEST_NAME} == _files(out)
+
+
+def test_cli_export_refuses_a_mismatched_checkpoint(make_ckpt, tmp_path, capsys):
+    assert main(["export", "--variant", "S", "--checkpoint", str(make_ckpt("XS")), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match variant S" in err and "Traceback" not in err
+
+
+def test_custom_64_cubed_legacy_head_export_with_dynamic_batch(tmp_path):
+    """M/L-style 64x64x64 heatmaps and legacy head keys, on a small custom network."""
+    spec = ModelSpec("custom", depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), head_channels=32, num_upsample=3,
+                     depth_bins=64)
+    state = {f"module.{k}": v for k, v in synthetic_model(spec, seed=3).state_dict().items()}
+    ckpt = tmp_path / "custom.pth.tar"
+    torch.save({"epoch": 1, "network": to_legacy_head_keys(state)}, ckpt)
+    result = run_export(ExportOptions(out_dir=tmp_path / "out", checkpoint=ckpt, formats=("onnx", "tflite"),
+                                      dynamic_batch=True, fold_normalization=False))
+    assert result.manifest["spec"]["heatmap_shape"] == [64, 64, 64]
+    assert result.manifest["checkpoint"]["head_key_style"] == "legacy-indices"
+    assert result.manifest["input"]["normalization_folded"] is False
+    assert all(a.parity["status"] == "passed" for a in result.artifacts)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "out" / "convnextpose-custom.onnx"))
+    batch = normalise(np.random.default_rng(0).random((3, 3, 256, 256), dtype=np.float32))
+    assert session.run(None, {"image": batch})[0].shape == (3, 18, 3)
