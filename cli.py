@@ -1,4 +1,4 @@
-"""`convnextpose` command line: inspect, make-checkpoint, export.
+"""`convnextpose` command line: inspect, make-checkpoint, export, bench, demo.
 
 User errors (bad checkpoint, mismatch, failed export stage) print one paragraph and exit 2.
 """
@@ -81,6 +81,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.latency import LatencySettings
+    from benchmarks.report import compare
+    from benchmarks.run import BENCH_MD, BenchOptions, run_bench
+
+    if args.compare:
+        print(compare(*args.compare))
+        return 0
+    if args.out is None:
+        raise ConvNeXtPoseError("bench needs the export folder OUT (or --compare OLD.json NEW.json)")
+    settings = LatencySettings(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds)
+    run_bench(BenchOptions(out_dir=args.out, threads=args.threads, images_dir=args.images, repeats=args.repeats,
+                           settings=settings, only=tuple(args.only.split(",")) if args.only else ()))
+    print((args.out / BENCH_MD).read_text())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from benchmarks.demo import run_demo
+
+    print(run_demo(args.image, args.out, args.output, args.threads))
+    return 0
+
+
 def _variant(name: str) -> str:
     if name.upper() not in REGISTRY:
         raise argparse.ArgumentTypeError(f"unknown variant {name!r}; choose from {', '.join(REGISTRY)}")
@@ -123,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of images for parity checks (default: sample people photos)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic checkpoint and random inputs")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("bench", help="latency and parity of every exported backend against PyTorch")
+    p.add_argument("out", type=Path, nargs="?", help="export folder holding manifest.json")
+    p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
+    p.add_argument("--images", type=Path, help="folder of photos for parity (default: sample people photos)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat every backend's timing in fresh processes")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--min-runs", type=int, default=50)
+    p.add_argument("--min-seconds", type=float, default=5.0)
+    p.add_argument("--only", help="comma list of backend names")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("demo", help="draw each backend's predicted skeleton over a photo, side by side")
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="export folder holding manifest.json")
+    p.add_argument("--output", type=Path, help="PNG to write (default OUT/demo_<image>.png)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_demo)
     return parser
 
 

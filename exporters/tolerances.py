@@ -8,6 +8,7 @@ margin (README "Parity"); a stage that exceeds its tolerance fails.
 from __future__ import annotations
 
 TOLERANCE_HEATMAP_PX: dict[tuple[str, str], float] = {
+    ("pytorch", "fp32"): 1e-3,  # eager with normalisation folded vs the checkpoint's own model
     ("onnx", "fp32"): 1e-3,
     ("onnx-simplified", "fp32"): 1e-3,
     # XNNPACK's fp32 kernels: measured <= 2e-3 on 32^3 heatmaps, 0.027 on peaky 64^3 ones (the

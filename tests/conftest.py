@@ -52,3 +52,13 @@ def make_ckpt(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def xs_export(make_ckpt, tmp_path_factory):
+    """One end-to-end export of XS for the whole session: (out_dir, checkpoint, ExportResult)."""
+    from exporters.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("export") / "XS"
+    ckpt = make_ckpt("XS")
+    return out, ckpt, run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt))

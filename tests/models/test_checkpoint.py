@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from cli import main
 from models.checkpoint import load_checkpoint
 from models.errors import CheckpointError, CheckpointMismatchError
 from models.network import build_model
-from models.spec import REGISTRY, ModelSpec, spec_for
+from models.spec import REGISTRY, ModelSpec
 
 VARIANTS = list(REGISTRY)
 

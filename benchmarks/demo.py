@@ -1,0 +1,76 @@
+"""`convnextpose demo IMAGE`: each backend's 2-D skeleton over the photo, side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from benchmarks.backends import NotMeasured, backends_from_manifest, open_backend
+from exporters.contract import normalise
+from exporters.images import square_crops
+from models.errors import ConvNeXtPoseError
+
+log = logging.getLogger(__name__)
+PANEL = 384  # pixels per panel side
+_LEFT_COLOUR, _RIGHT_COLOUR, _CENTRE_COLOUR = (66, 135, 245), (245, 90, 66), (80, 220, 100)
+
+
+def _edge_colour(names: list[str], a: int, b: int) -> tuple[int, int, int]:
+    side = {names[a][:2], names[b][:2]}
+    return _LEFT_COLOUR if "L_" in side else _RIGHT_COLOUR if "R_" in side else _CENTRE_COLOUR
+
+
+def draw_skeleton(crop: Image.Image, joints_px: np.ndarray, skeleton: list, names: list[str], title: str) -> Image.Image:
+    panel = crop.resize((PANEL, PANEL), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(panel)
+    scale = PANEL / crop.size[0]
+    pts = joints_px[:, :2] * scale
+    for a, b in skeleton:
+        draw.line([tuple(pts[a]), tuple(pts[b])], fill=_edge_colour(names, a, b), width=3)
+    for x, y in pts:
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(255, 255, 255), outline=(0, 0, 0))
+    font = ImageFont.load_default()  # ships with Pillow: nothing is downloaded
+    draw.rectangle([0, 0, PANEL, 18], fill=(0, 0, 0))
+    draw.text((4, 3), title, fill=(255, 255, 255), font=font)
+    return panel
+
+
+def run_demo(image: Path, out_dir: Path, output: Path | None = None, threads: int = 2) -> Path:
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConvNeXtPoseError(f"{manifest_path} not found: run `convnextpose export` first")
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        with Image.open(image) as img:
+            photo = img.convert("RGB")
+    except OSError as exc:
+        raise ConvNeXtPoseError(f"image {image} cannot be read: {exc}") from None
+    size = manifest["spec"]["input_size"]
+    crop = square_crops(photo)[0][1].resize((size, size), Image.Resampling.BILINEAR)
+    x = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    if not manifest["input"]["normalization_folded"]:
+        x = normalise(x)
+    to_px = size / manifest["spec"]["heatmap_shape"][2]
+    synthetic = manifest["checkpoint"].get("synthetic_info") or {}
+    label = f" [{synthetic['kind']} weights]" if synthetic else ""
+    panels = []
+    for backend in backends_from_manifest(manifest):
+        try:
+            predict, runtime = open_backend(backend, out_dir, threads, manifest)
+        except NotMeasured as exc:
+            log.info("%s skipped: %s", backend.name, exc)
+            continue
+        joints = predict(x)[0] * to_px
+        panels.append(draw_skeleton(crop, joints, manifest["joints"]["skeleton"], manifest["joints"]["names"],
+                                    f"{backend.name} ({runtime.split(' (')[0]}){label}"))
+    sheet = Image.new("RGB", (PANEL * len(panels), PANEL), (255, 255, 255))
+    for i, panel in enumerate(panels):
+        sheet.paste(panel, (i * PANEL, 0))
+    output = output or out_dir / f"demo_{image.stem}.png"
+    sheet.save(output)
+    log.info("wrote %s (%d backends)", output, len(panels))
+    return output

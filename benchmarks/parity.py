@@ -1,0 +1,93 @@
+"""Output parity of a backend against the PyTorch fp32 reference, in task units."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from models.spec import BBOX_3D_DEPTH_MM
+
+PCK_THRESHOLDS_PX = (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    """2-D joint error = Euclidean distance of (x, y) in heatmap px; depth error = |dz| in mm."""
+
+    n_inputs: int
+    mean_px: float
+    p99_px: float
+    max_px: float
+    max_input_px: float
+    mean_depth_mm: float
+    max_depth_mm: float
+    pck_05: float  # share of joints within 0.5 heatmap px of the reference
+    pck_10: float
+    per_joint_mean_px: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["per_joint_mean_px"] = list(self.per_joint_mean_px)
+        return d
+
+
+def parity_stats(candidate: np.ndarray, reference: np.ndarray, input_size: int, heatmap_size: int,
+                 depth_bins: int) -> ParityStats:
+    if candidate.shape != reference.shape:
+        raise ValueError(f"output shape {candidate.shape} differs from the reference {reference.shape}")
+    delta = candidate.astype(np.float64) - reference.astype(np.float64)
+    err2d = np.linalg.norm(delta[..., :2], axis=-1)  # (N, J)
+    depth_mm = np.abs(delta[..., 2]) * BBOX_3D_DEPTH_MM / depth_bins
+    return ParityStats(
+        n_inputs=int(reference.shape[0]),
+        mean_px=float(err2d.mean()),
+        p99_px=float(np.percentile(err2d, 99)),
+        max_px=float(err2d.max()),
+        max_input_px=float(err2d.max() * input_size / heatmap_size),
+        mean_depth_mm=float(depth_mm.mean()),
+        max_depth_mm=float(depth_mm.max()),
+        pck_05=float((err2d <= PCK_THRESHOLDS_PX[0]).mean()),
+        pck_10=float((err2d <= PCK_THRESHOLDS_PX[1]).mean()),
+        per_joint_mean_px=tuple(float(v) for v in err2d.mean(axis=0)),
+    )
+
+
+def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -> list[dict]:
+    """Re-run every artifact this OS can run and judge it with the one tolerance table.
+
+    The CI parity suite: numbers come from running the files, never from the manifest's word.
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from exporters.contract import normalise
+    from exporters.images import parity_inputs
+    from exporters.runtimes import coreml_can_predict, run_coreml, run_onnx, run_tflite
+    from exporters.tolerances import tolerance_for
+    from exporters.verify import compare_joints
+    from models.checkpoint import load_checkpoint
+
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    spec = manifest["spec"]
+    loaded = load_checkpoint(manifest["checkpoint"]["path"], None, spec["joints"], spec["num_upsample"])
+    inputs = parity_inputs(loaded.spec.input_size, images_dir, seed)
+    with torch.no_grad():
+        reference = loaded.build_model()(torch.from_numpy(normalise(inputs.images))).numpy()
+    fed = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
+    runners = {"onnx": run_onnx, "onnx-simplified": run_onnx, "tflite": run_tflite}
+    if coreml_can_predict()[0]:
+        runners.update({"coreml-mlmodel": run_coreml, "coreml-mlpackage": run_coreml})
+    checks = []
+    for art in manifest["artifacts"]:
+        run = runners.get(art["format"])
+        if run is None:
+            checks.append({"file": art["file"], "status": "not measured"})
+            continue
+        joints = run(out_dir / art["file"], fed) if run is run_coreml else run(out_dir / art["file"], fed, threads)
+        report = compare_joints(joints, reference, loaded.spec, tolerance_for(art["format"], art["precision"]))
+        checks.append({"file": art["file"], **report.to_dict()})
+    return checks

@@ -1,0 +1,120 @@
+"""bench.md and PNG plots from bench.json, and the comparison of two bench.json files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STATUS_MARK = {"passed": "✅", "not measured": "❎", "failed": "❌"}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(bench: dict) -> str:
+    roof = bench["roofline"]
+    synthetic = bench["checkpoint"].get("synthetic_info") or {}
+    weights = f"synthetic {synthetic.get('kind')} weights" if bench["checkpoint"].get("synthetic") else "checkpoint"
+    lines = [
+        f"# ConvNeXtPose {bench['variant']} benchmark",
+        "",
+        f"{bench['machine']['cpu']}, {bench['settings']['threads']} threads, one process per backend; "
+        f"weights: {weights} (sha256 {bench['checkpoint']['sha256'][:12]}); parity vs PyTorch fp32 on "
+        f"{bench['inputs']['n_photos']} photo crops (2-D joint error, heatmap px).",
+        "",
+        "| backend | format | precision | size MB | status | parity p99 px | parity max px | PCK@0.5 | "
+        "p50 ms | p90 ms | FPS | ratio to ORT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for row in bench["backends"]:
+        lat, par = row.get("latency"), row.get("parity_photos")
+        mark = STATUS_MARK[row["status"]]
+        if row["status"] != "passed" and row.get("reason"):
+            notes.append(f"- {row['backend']}: {row['reason']}")
+        elif row["status"] == "failed" and row.get("parity_gate"):
+            g = row["parity_gate"]
+            notes.append(f"- {row['backend']}: max |d| {g['max_abs_px']:.3g} px > tolerance {g['tolerance_px']:g}")
+        lines.append(
+            f"| {row['backend']} | {row['format']} | {row['precision']} | "
+            f"{_fmt(row['size_mb'] or None, '.1f')} | {mark} | "
+            f"{_fmt(par and par['p99_px'], '.2g')} | {_fmt(par and par['max_px'], '.2g')} | "
+            f"{_fmt(par and par['pck_05'], '.3f')} | {_fmt(lat and lat['p50_ms'], '.2f')} | "
+            f"{_fmt(lat and lat['p90_ms'], '.2f')} | {_fmt(lat and lat['fps'], '.1f')} | "
+            f"{_fmt(row.get('ratio_to_ort'), '.2f')} |"
+        )
+    if roof.get("ort_gflops"):
+        lines += ["", f"ONNX Runtime ({roof['ort_backend']}): {roof['ort_gflops']:.1f} GFLOP/s = "
+                      f"{100 * roof['ort_share_of_gemm']:.0f}% of this machine's fp32 GEMM "
+                      f"({roof['gemm_gflops']:.1f} GFLOP/s, {roof['library']}, n={roof['n']})."]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_latency(bench: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in bench["backends"] if r.get("latency")]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    names = [r["backend"] for r in rows]
+    p50 = [r["latency"]["p50_ms"] for r in rows]
+    p90 = [r["latency"]["p90_ms"] - r["latency"]["p50_ms"] for r in rows]
+    ax.barh(names, p50, xerr=[[0] * len(rows), p90], capsize=4, color="#4C72B0")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"latency ms (bar p50, whisker p90), {bench['settings']['threads']} threads")
+    ax.set_title(f"ConvNeXtPose {bench['variant']}: latency per backend")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_joint_error(bench: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in bench["backends"] if r.get("parity_photos") and r["backend"] != "pytorch"]
+    names = bench["joint_names"]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for r in rows:
+        errors = [max(e, 1e-7) for e in r["parity_photos"]["per_joint_mean_px"]]  # log axis: floor exact zeros
+        ax.plot(range(len(names)), errors, marker="o", label=r["backend"])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("mean 2-D error vs PyTorch (heatmap px)")
+    ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on photos")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_reports(bench: dict, out_dir: Path) -> None:
+    from benchmarks.run import BENCH_MD
+
+    (out_dir / BENCH_MD).write_text(markdown(bench))
+    plot_latency(bench, out_dir / "bench_latency.png")
+    plot_joint_error(bench, out_dir / "bench_joint_error.png")
+
+
+def compare(old_path: Path, new_path: Path) -> str:
+    """Per backend: p50 latency and parity change from old to new bench.json."""
+    old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
+    before = {r["backend"]: r for r in old["backends"]}
+    lines = [f"{'backend':<24} {'p50 old':>9} {'p50 new':>9} {'change':>8}  {'p99 px old':>10} {'p99 px new':>10}"]
+    for row in new["backends"]:
+        prev = before.get(row["backend"], {})
+        a, b = (r.get("latency", {}).get("p50_ms") for r in (prev, row))
+        pa, pb = (r.get("parity_photos", {}).get("p99_px") for r in (prev, row))
+        change = f"{100 * (b / a - 1):+.1f}%" if a and b else "-"
+        lines.append(f"{row['backend']:<24} {_fmt(a, '9.2f')} {_fmt(b, '9.2f')} {change:>8}  "
+                     f"{_fmt(pa, '10.3g')} {_fmt(pb, '10.3g')}")
+    for name in before.keys() - {r["backend"] for r in new["backends"]}:
+        lines.append(f"{name:<24} (only in {old_path})")
+    return "\n".join(lines)

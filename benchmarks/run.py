@@ -1,0 +1,188 @@
+"""`convnextpose bench`: every backend in its own process, parity against PyTorch, reports in OUT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.backends import backends_from_manifest
+from benchmarks.latency import LatencySettings
+from benchmarks.parity import parity_stats
+from benchmarks.worker import WorkerJob
+from exporters.contract import normalise
+from exporters.images import DEFAULT_IMAGES_DIR, parity_inputs
+from exporters.manifest import read_manifest, tool_versions, write_json_atomic
+from exporters.tolerances import tolerance_for
+from exporters.verify import compare_joints
+from models.checkpoint import load_checkpoint
+from models.errors import ConvNeXtPoseError
+from models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
+BASELINE_ORDER = ("onnxruntime-simplified", "onnxruntime")  # latency ratios are relative to the first present
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    out_dir: Path
+    threads: int = 2
+    images_dir: Path | None = None
+    seed: int = 0
+    repeats: int = 1
+    settings: LatencySettings = field(default_factory=LatencySettings)
+    only: tuple[str, ...] = ()  # backend names; empty = all
+
+
+def spec_from_manifest(manifest: dict) -> ModelSpec:
+    fields = ModelSpec.__dataclass_fields__
+    values = {k: v for k, v in manifest["spec"].items() if k in fields}
+    return ModelSpec(**{**values, "depths": tuple(values["depths"]), "dims": tuple(values["dims"])})
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "threads": threads, "os": platform.platform()}
+
+
+def reference_outputs(manifest: dict, images: np.ndarray) -> np.ndarray:
+    """PyTorch fp32 joints of the checkpoint's own model on ImageNet-normalised photos."""
+    spec = spec_from_manifest(manifest)
+    variant = manifest["variant"] if manifest["variant"] != "custom" else None
+    loaded = load_checkpoint(manifest["checkpoint"]["path"], variant, spec.joints, spec.num_upsample)
+    with torch.no_grad():
+        return loaded.build_model()(torch.from_numpy(normalise(images))).numpy()
+
+
+def _run_worker(job: WorkerJob, work: Path) -> dict:
+    job_file = work / f"{job.backend.name}.job.json"
+    job_file.write_text(job.to_json())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(job.threads)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(job_file)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(job.result_json).exists():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        return {"status": "failed", "reason": f"worker exited with {proc.returncode}: {tail}"}
+    return json.loads(Path(job.result_json).read_text())
+
+
+def _gemm_roofline(threads: int) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.roofline", str(threads)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"gemm_gflops": None, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout)
+
+
+def _row_status(result: dict, parity_gate: dict | None) -> str:
+    if result["status"] == "not measured":
+        return "not measured"
+    if result["status"] == "failed" or parity_gate is None or parity_gate["status"] != "passed":
+        return "failed"
+    return "passed"
+
+
+def run_bench(options: BenchOptions) -> dict:
+    out_dir = Path(options.out_dir)
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise ConvNeXtPoseError(f"{out_dir}/manifest.json not found: run `convnextpose export` first")
+    spec = spec_from_manifest(manifest)
+    backends = backends_from_manifest(manifest)
+    if options.only:
+        unknown = set(options.only) - {b.name for b in backends}
+        if unknown:
+            raise ConvNeXtPoseError(f"unknown backend(s) {sorted(unknown)}; available: {[b.name for b in backends]}")
+        backends = [b for b in backends if b.name in options.only]
+
+    inputs = parity_inputs(spec.input_size, options.images_dir, options.seed)
+    is_photo = np.array([not s.startswith("random:") for s in inputs.sources])
+    reference = reference_outputs(manifest, inputs.images)
+    contract_inputs = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
+
+    results: dict[str, dict] = {b.name: {"repeats_p50_ms": []} for b in backends}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        np.save(work / "inputs.npy", contract_inputs.astype(np.float32))
+        jobs = [(r, b) for r in range(options.repeats) for b in backends]  # rounds interleave backends
+        for repeat, backend in tqdm(jobs, desc="bench", unit="backend", disable=None):
+            job = WorkerJob(backend, str(out_dir), options.threads, str(work / "inputs.npy"),
+                            str(work / f"{backend.name}.{repeat}.npy"), str(work / f"{backend.name}.{repeat}.json"),
+                            options.settings)
+            result = _run_worker(job, work)
+            row = results[backend.name]
+            if result["status"] == "measured":
+                row["repeats_p50_ms"].append(result["latency"]["p50_ms"])
+                log.info("%-24s p50 %.2f ms (%s)", backend.name, result["latency"]["p50_ms"], result["runtime"])
+            else:
+                log.info("%-24s %s: %s", backend.name, result["status"], result["reason"])
+            if repeat == 0:
+                row.update(result)
+                outputs_file = work / f"{backend.name}.0.npy"
+                if outputs_file.exists():
+                    outputs = np.load(outputs_file)
+                    row["parity_gate"] = compare_joints(
+                        outputs, reference, spec, tolerance_for(backend.format, backend.precision)).to_dict()
+                    row["parity_photos"] = parity_stats(outputs[is_photo], reference[is_photo], spec.input_size,
+                                                        spec.heatmap_size, spec.depth_bins).to_dict()
+                    row["parity_random"] = parity_stats(outputs[~is_photo], reference[~is_photo], spec.input_size,
+                                                        spec.heatmap_size, spec.depth_bins).to_dict()
+    roofline = _gemm_roofline(options.threads)
+    rows = []
+    baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
+                     if n in results and results[n].get("status") == "measured"), None)
+    for backend in backends:
+        row = results[backend.name]
+        p50s = row.pop("repeats_p50_ms")
+        entry = {"backend": backend.name, "format": backend.format, "precision": backend.precision,
+                 "file": backend.artifact, "size_mb": backend.bytes / 1e6, **row}
+        entry["status"] = _row_status(row, row.get("parity_gate"))
+        if p50s:
+            entry["repeats_p50_ms"] = p50s
+            entry["repeat_spread"] = (max(p50s) - min(p50s)) / float(np.median(p50s))
+            if baseline:
+                entry["ratio_to_ort"] = row["latency"]["p50_ms"] / baseline
+        rows.append(entry)
+    ort = next((r for n in BASELINE_ORDER for r in rows if r["backend"] == n and "latency" in r), None)
+    throughput = {}
+    if ort and roofline.get("gemm_gflops"):
+        ort_gflops = 2 * spec.macs / (ort["latency"]["p50_ms"] / 1000) / 1e9
+        throughput = {"ort_backend": ort["backend"], "ort_gflops": ort_gflops,
+                      "gemm_gflops": roofline["gemm_gflops"], "ort_share_of_gemm": ort_gflops / roofline["gemm_gflops"]}
+    bench = {
+        "variant": manifest["variant"],
+        "checkpoint": manifest["checkpoint"],
+        "spec": manifest["spec"],
+        "machine": machine_info(options.threads),
+        "versions": tool_versions(),
+        "settings": {**options.settings.__dict__, "threads": options.threads, "repeats": options.repeats,
+                     "process_per_backend": True},
+        "inputs": {"images_dir": str(options.images_dir or DEFAULT_IMAGES_DIR), "sources": list(inputs.sources),
+                   "n_photos": int(is_photo.sum()), "n_random": int((~is_photo).sum()), "seed": options.seed},
+        "joint_names": manifest["joints"]["names"],
+        "roofline": {**roofline, **throughput},
+        "backends": rows,
+    }
+    from benchmarks.report import write_reports
+
+    write_json_atomic(bench, out_dir / BENCH_JSON)
+    write_reports(bench, out_dir)
+    return bench

@@ -1,0 +1,83 @@
+"""One backend in its own process: load, first inference, timed phase, parity outputs, peak RSS.
+
+Run by benchmarks.run as `python -m benchmarks.worker JOB.json`; writes RESULT.json and the
+backend's joints on the parity inputs as .npy. A separate process per backend keeps thread pools
+(ONNX Runtime's spinning threads) and memory from leaking between backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.backends import Backend, NotMeasured, open_backend
+from benchmarks.latency import LatencySettings, measure
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    backend: Backend
+    out_dir: str
+    threads: int
+    inputs_npy: str  # (N, 3, S, S) float32 in the artifacts' input contract
+    outputs_npy: str
+    result_json: str
+    settings: LatencySettings
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerJob":
+        d = json.loads(text)
+        return cls(**{**d, "backend": Backend(**d["backend"]), "settings": LatencySettings(**d["settings"])})
+
+
+def run_job(job: WorkerJob) -> dict:
+    out_dir = Path(job.out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    inputs = np.load(job.inputs_npy)
+    t0 = time.perf_counter()
+    try:
+        predict, runtime = open_backend(job.backend, out_dir, job.threads, manifest)
+    except NotMeasured as exc:
+        return {"status": "not measured", "reason": str(exc)}
+    load_s = time.perf_counter() - t0
+    timed_input = np.ascontiguousarray(inputs[:1])  # prepared outside the clock
+    t0 = time.perf_counter()
+    predict(timed_input)
+    first_ms = (time.perf_counter() - t0) * 1000
+    stats = measure(lambda: predict(timed_input), job.settings)
+    outputs = np.concatenate([predict(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))])
+    np.save(job.outputs_npy, outputs.astype(np.float32))
+    return {
+        "status": "measured",
+        "runtime": runtime,
+        "threads": job.threads,
+        "load_s": load_s,
+        "first_inference_ms": first_ms,
+        "latency": stats.to_dict(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+    }
+
+
+def main(argv: list[str]) -> int:
+    job = WorkerJob.from_json(Path(argv[0]).read_text())
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        result = run_job(job)
+    except Exception as exc:  # reported as a failed row, not a crashed benchmark
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    Path(job.result_json).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

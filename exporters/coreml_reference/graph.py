@@ -1,0 +1,91 @@
+"""The executable form both Core ML formats are read into: constants plus a topologically ordered list of nodes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+Kernel = Callable[..., Any]  # takes the node's runtime inputs, returns a tensor or a tuple of tensors
+
+
+class UnsupportedOpError(ExportError):
+    """The model holds an op (or an op variant) this evaluator has no kernel for.
+
+    Raised while reading the model, before anything runs: a graph we cannot fully execute must not
+    produce numbers that look like a verification result.
+    """
+
+    def __init__(self, op_type: str, op_name: str, detail: str = "") -> None:
+        self.op_type = op_type
+        self.op_name = op_name
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"Core ML reference evaluator: op type {op_type!r} (op {op_name!r}) is not supported{why}; "
+            "add a kernel for it in exporters/coreml_reference before trusting this model"
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    op_type: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    kernel: Kernel
+    # Storage dtype of each output (None: keep what the kernel returned). Rounding every fp16
+    # output here is what makes an fp16 ML Program show its fp16 error.
+    out_dtypes: tuple[torch.dtype | None, ...]
+
+
+@dataclass
+class Graph:
+    """One Core ML model, read and ready to run on one input at a time."""
+
+    format: str  # "mlprogram" or "neuralnetwork"
+    precision: str  # "fp16" or "fp32": the storage precision of the computed tensors
+    input_name: str
+    input_dtype: torch.dtype
+    output_name: str
+    nodes: list[Node]
+    constants: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # fp16 constants widen to fp32 exactly; doing it once here saves converting the weights per image.
+        self.constants = {name: _widen(value) for name, value in self.constants.items()}
+
+    @property
+    def op_types(self) -> list[str]:
+        return sorted({n.op_type for n in self.nodes})
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        env: dict[str, Any] = dict(self.constants)
+        env[self.input_name] = torch.from_numpy(np.ascontiguousarray(x)).to(self.input_dtype)
+        with torch.no_grad():
+            for node in self.nodes:
+                # Arithmetic in fp32 on the stored (possibly fp16) values; see Node.out_dtypes.
+                args = [_widen(env[name]) for name in node.inputs]
+                try:
+                    result = node.kernel(*args)
+                except Exception as exc:  # name the op: a bare torch shape error says nothing about the model
+                    raise ExportError(f"Core ML reference evaluator: op {node.op_type!r} ({node.name!r}) failed: {exc}") from exc
+                results = result if isinstance(result, tuple) else (result,)
+                if len(results) != len(node.outputs):
+                    raise ExportError(f"op {node.op_type!r} ({node.name!r}) gave {len(results)} outputs, the model declares {len(node.outputs)}")
+                for name, value, dtype in zip(node.outputs, results, node.out_dtypes):
+                    env[name] = value.to(dtype) if dtype is not None and torch.is_tensor(value) else value
+        return env[self.output_name].float().numpy()
+
+
+def _widen(value: Any) -> Any:
+    if torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
+        return value.float()
+    return value

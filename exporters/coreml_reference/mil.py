@@ -1,0 +1,358 @@
+"""ML Program (.mlpackage) reader: the MIL program in spec.mlProgram, weights from the package's blob file.
+
+Every tensor is stored in the dtype the program declares for it, so an fp16 program is evaluated
+with fp16 weights and fp16 activations between ops (arithmetic inside an op is fp32; see __init__).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exporters.coreml_reference import kernels
+from exporters.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
+from models.errors import ExportError
+
+MODEL_PATH_PREFIX = "@model_path/"
+
+# MIL DataType enum values (coremltools.proto.MIL_pb2.DataType); written out so importing this
+# module does not import coremltools.
+_FLOAT16, _FLOAT32, _FLOAT64 = 10, 11, 12
+_NUMPY_DTYPES = {1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8, 22: np.int16,
+                 23: np.int32, 24: np.int64, 31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64}
+_TORCH_DTYPES = {1: torch.bool, 10: torch.float16, 11: torch.float32, 12: torch.float64, 21: torch.int8,
+                 22: torch.int16, 23: torch.int32, 24: torch.int64, 31: torch.uint8}
+_CAST_DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32, "int16": torch.int16,
+                "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
+
+
+class _Blobs:
+    """Reads blobFileValue weights with coremltools' own blob-storage reader."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self._readers: dict[Path, Any] = {}
+
+    def read(self, blob: Any, data_type: int, name: str) -> np.ndarray:
+        from coremltools.libmilstoragepython import _BlobStorageReader
+
+        if not blob.fileName.startswith(MODEL_PATH_PREFIX):
+            raise ExportError(f"const {name!r}: weight file {blob.fileName!r} is not inside the package")
+        path = self.model_dir / blob.fileName[len(MODEL_PATH_PREFIX):]
+        if path not in self._readers:
+            if not path.is_file():
+                raise ExportError(f"const {name!r}: weight file {path} does not exist")
+            self._readers[path] = _BlobStorageReader(str(path))
+        reader = self._readers[path]
+        if data_type == _FLOAT16:  # the reader hands fp16 back as raw uint16
+            return np.asarray(reader.read_fp16_data(blob.offset)).view(np.float16)
+        readers = {_FLOAT32: "read_float_data", 21: "read_int8_data", 31: "read_uint8_data",
+                   22: "read_int16_data", 32: "read_uint16_data", 23: "read_int32_data", 33: "read_uint32_data"}
+        if data_type not in readers:
+            raise UnsupportedOpError("const", name, f"blob weights of MIL data type {data_type}")
+        return np.asarray(getattr(reader, readers[data_type])(blob.offset))
+
+
+def _value(value: Any, blobs: _Blobs, name: str) -> Any:
+    """A MIL Value as a torch tensor (numeric) or a str / list of str."""
+    if value.type.WhichOneof("type") != "tensorType":
+        raise UnsupportedOpError("const", name, f"value of type {value.type.WhichOneof('type')}")
+    tensor_type = value.type.tensorType
+    dtype = tensor_type.dataType
+    shape = [d.constant.size for d in tensor_type.dimensions]
+    if value.WhichOneof("value") == "blobFileValue":
+        array = blobs.read(value.blobFileValue, dtype, name)
+    else:
+        tensor = value.immediateValue.tensor
+        kind = tensor.WhichOneof("value")
+        if kind == "strings":
+            strings = [str(s) for s in tensor.strings.values]
+            return strings[0] if not shape else strings
+        if dtype not in _NUMPY_DTYPES:
+            raise UnsupportedOpError("const", name, f"MIL data type {dtype}")
+        if kind == "bytes":
+            array = np.frombuffer(tensor.bytes.values, dtype=_NUMPY_DTYPES[dtype])
+        elif kind in ("floats", "ints", "bools", "longInts", "doubles"):
+            array = np.asarray(getattr(tensor, kind).values)
+        else:
+            raise UnsupportedOpError("const", name, f"immediate value kind {kind}")
+    if dtype not in _NUMPY_DTYPES:
+        raise UnsupportedOpError("const", name, f"MIL data type {dtype}")
+    array = array.astype(_NUMPY_DTYPES[dtype], copy=False)
+    if array.size != int(np.prod(shape)):
+        raise ExportError(f"const {name!r}: {array.size} values stored for declared shape {shape}")
+    return torch.from_numpy(array.reshape(shape).copy())
+
+
+class MilOp:
+    """One MIL op while it is being read: const parameters by name, runtime inputs in call order."""
+
+    def __init__(self, op: Any, consts: dict[str, Any], blobs: _Blobs) -> None:
+        self.type = op.type
+        self.name = _op_name(op)
+        self._args: dict[str, list[str]] = {}
+        self._consts = consts
+        for key, binding in op.inputs.items():
+            names = []
+            for i, arg in enumerate(binding.arguments):
+                if arg.WhichOneof("binding") == "value":  # an inline value: treat it as an anonymous const
+                    inline = f"{self.name}/{key}/{i}"
+                    consts[inline] = _value(arg.value, blobs, inline)
+                    names.append(inline)
+                else:
+                    names.append(arg.name)
+            self._args[key] = names
+        self.runtime: list[str] = []
+
+    def unsupported(self, detail: str) -> UnsupportedOpError:
+        return UnsupportedOpError(self.type, self.name, detail)
+
+    def param(self, key: str, default: Any = None) -> Any:
+        """A parameter Core ML requires to be const, as a Python value."""
+        if key not in self._args:
+            return default
+        (name,) = self._args[key]
+        if name not in self._consts:
+            raise self.unsupported(f"parameter {key!r} is computed at run time")
+        value = self._consts[name]
+        if torch.is_tensor(value):
+            return value.item() if value.dim() == 0 else value.tolist()
+        return value
+
+    def has(self, key: str) -> bool:
+        return key in self._args
+
+    def tensor(self, key: str) -> None:
+        """Make input `key` the next positional argument of the kernel."""
+        if key not in self._args:
+            raise ExportError(f"op {self.type!r} ({self.name!r}) lacks its input {key!r}")
+        self.runtime += self._args[key]
+
+    def tensors(self, key: str) -> int:
+        self.tensor(key)
+        return len(self._args[key])
+
+
+def _op_name(op: Any) -> str:
+    if "name" in op.attributes:
+        return str(op.attributes["name"].immediateValue.tensor.strings.values[0])
+    return op.outputs[0].name if op.outputs else op.type
+
+
+# ---- op readers: each reads parameters and returns the kernel over the runtime inputs ------------
+MIL_OPS: dict[str, Callable[[MilOp], Kernel]] = {}
+
+
+def _reads(*op_types: str) -> Callable[[Callable[[MilOp], Kernel]], Callable[[MilOp], Kernel]]:
+    def register(reader: Callable[[MilOp], Kernel]) -> Callable[[MilOp], Kernel]:
+        for op_type in op_types:
+            MIL_OPS[op_type] = reader
+        return reader
+    return register
+
+
+@_reads("conv")
+def _conv(op: MilOp) -> Kernel:
+    strides = tuple(op.param("strides", [1, 1]))
+    dilations = tuple(op.param("dilations", [1, 1]))
+    groups = int(op.param("groups", 1))
+    pad_type = op.param("pad_type", "valid")
+    pad = tuple(op.param("pad", [0, 0, 0, 0]))
+    if len(strides) != 2:
+        raise op.unsupported(f"{len(strides)}-D convolution (only 2-D)")
+    if pad_type not in ("valid", "custom", "same", "same_lower"):
+        raise op.unsupported(f"pad_type {pad_type!r}")
+    op.tensor("x")
+    op.tensor("weight")
+    has_bias = op.has("bias")
+    if has_bias:
+        op.tensor("bias")
+
+    def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if pad_type == "custom":
+            pads = pad
+        elif pad_type == "valid":
+            pads = (0, 0, 0, 0)
+        else:
+            pads = kernels.same_pads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), strides, dilations,
+                                     top_left_heavy=pad_type == "same_lower")
+        return kernels.conv2d(x, weight, bias, strides, pads, dilations, groups)
+
+    return conv
+
+
+@_reads("batch_norm")
+def _batch_norm(op: MilOp) -> Kernel:
+    epsilon = float(op.param("epsilon", 1e-5))
+    for key in ("x", "mean", "variance"):
+        op.tensor(key)
+    has_gamma, has_beta = op.has("gamma"), op.has("beta")
+    if has_gamma:
+        op.tensor("gamma")
+    if has_beta:
+        op.tensor("beta")
+
+    def batch_norm(x, mean, variance, *affine):
+        gamma = affine[0] if has_gamma else None
+        beta = affine[-1] if has_beta else None
+        return kernels.batch_norm(x, mean, variance, gamma, beta, epsilon, channel_axis=1)
+
+    return batch_norm
+
+
+@_reads("relu", "sigmoid", "tanh")
+def _unary(op: MilOp) -> Kernel:
+    op.tensor("x")
+    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[op.type]
+
+
+@_reads("add", "sub", "mul", "real_div")
+def _binary(op: MilOp) -> Kernel:
+    op.tensor("x")
+    op.tensor("y")
+    return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "real_div": torch.div}[op.type]
+
+
+@_reads("upsample_bilinear")
+def _upsample_bilinear(op: MilOp) -> Kernel:
+    scale_h = float(op.param("scale_factor_height", 1))
+    scale_w = float(op.param("scale_factor_width", 1))
+    align_corners = bool(op.param("align_corners", True))
+    half_pixel = bool(op.param("half_pixel_centers", not align_corners))  # iOS16+; defaults to !align_corners
+    if align_corners and half_pixel:
+        raise op.unsupported("align_corners and half_pixel_centers both true")
+    mode = "align_corners" if align_corners else "half_pixel" if half_pixel else "asymmetric"
+    op.tensor("x")
+    # Output size is floor(in * scale); the grid is then recomputed from the sizes (MIL docs).
+    return lambda x: kernels.resize_bilinear(x, int(x.shape[-2] * scale_h), int(x.shape[-1] * scale_w), mode)
+
+
+_SAMPLING_MODES = {"STRICT_ALIGN_CORNERS": "align_corners", "ALIGN_CORNERS": "align_corners_centred",
+                   "DEFAULT": "default", "OFFSET_CORNERS": "offset_corners", "UNALIGN_CORNERS": "half_pixel"}
+
+
+@_reads("resize_bilinear")
+def _resize_bilinear(op: MilOp) -> Kernel:
+    out_h = int(op.param("target_size_height", 1))
+    out_w = int(op.param("target_size_width", 1))
+    sampling = op.param("sampling_mode", "DEFAULT")
+    if sampling not in _SAMPLING_MODES:
+        raise op.unsupported(f"sampling_mode {sampling!r}")
+    op.tensor("x")
+    return lambda x: kernels.resize_bilinear(x, out_h, out_w, _SAMPLING_MODES[sampling])
+
+
+@_reads("reshape")
+def _reshape(op: MilOp) -> Kernel:
+    shape = [int(s) for s in op.param("shape")]
+    op.tensor("x")
+    return lambda x: kernels.reshape(x, shape)
+
+
+@_reads("transpose")
+def _transpose(op: MilOp) -> Kernel:
+    perm = [int(p) for p in op.param("perm")]
+    op.tensor("x")
+    return lambda x: x.permute(perm)
+
+
+@_reads("softmax")
+def _softmax(op: MilOp) -> Kernel:
+    axis = int(op.param("axis", -1))
+    op.tensor("x")
+    return lambda x: torch.softmax(x, dim=axis)
+
+
+@_reads("matmul")
+def _matmul(op: MilOp) -> Kernel:
+    transpose_x = bool(op.param("transpose_x", False))
+    transpose_y = bool(op.param("transpose_y", False))
+    op.tensor("x")
+    op.tensor("y")
+    return lambda x, y: kernels.matmul(x, y, transpose_x, transpose_y)
+
+
+@_reads("linear")
+def _linear(op: MilOp) -> Kernel:
+    op.tensor("x")
+    op.tensor("weight")  # (out, in), as torch.nn.Linear
+    if op.has("bias"):
+        op.tensor("bias")
+    return lambda x, weight, bias=None: torch.nn.functional.linear(x, weight, bias)
+
+
+@_reads("reduce_sum", "reduce_mean", "reduce_max")
+def _reduce(op: MilOp) -> Kernel:
+    axes = op.param("axes")
+    keep_dims = bool(op.param("keep_dims", False))
+    kind = op.type.removeprefix("reduce_")
+    op.tensor("x")
+    return lambda x: kernels.reduce(x, kind, axes, keep_dims)
+
+
+@_reads("concat")
+def _concat(op: MilOp) -> Kernel:
+    axis = int(op.param("axis"))
+    if op.param("interleave", False):
+        raise op.unsupported("interleave=True")
+    op.tensors("values")
+    return lambda *values: torch.cat(values, dim=axis)
+
+
+@_reads("cast")
+def _cast(op: MilOp) -> Kernel:
+    dtype = op.param("dtype")
+    if dtype not in _CAST_DTYPES:
+        raise op.unsupported(f"cast to {dtype!r}")
+    op.tensor("x")
+    return lambda x: x.to(_CAST_DTYPES[dtype])
+
+
+# ---- the program -------------------------------------------------------------------------------
+def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph:
+    program = spec.mlProgram
+    if function not in program.functions:
+        raise ExportError(f"ML Program has no function {function!r} (has {sorted(program.functions)})")
+    func = program.functions[function]
+    block = func.block_specializations[func.opset]
+    blobs = _Blobs(model_dir)
+    consts: dict[str, Any] = {}
+    nodes: list[Node] = []
+    compute_dtypes: set[int] = set()
+    for proto_op in block.operations:
+        if proto_op.type == "const":
+            out = proto_op.outputs[0].name
+            consts[out] = _value(proto_op.attributes["val"], blobs, out)
+            continue
+        op = MilOp(proto_op, consts, blobs)
+        reader = MIL_OPS.get(proto_op.type)
+        if reader is None:
+            raise UnsupportedOpError(proto_op.type, op.name)
+        if len(proto_op.blocks):
+            raise op.unsupported("nested blocks (control flow)")
+        kernel = reader(op)
+        out_types = [o.type.tensorType.dataType if o.type.WhichOneof("type") == "tensorType" else None
+                     for o in proto_op.outputs]
+        if proto_op.type != "cast":
+            compute_dtypes.update(t for t in out_types if t in (_FLOAT16, _FLOAT32, _FLOAT64))
+        nodes.append(Node(proto_op.type, op.name, tuple(op.runtime), tuple(o.name for o in proto_op.outputs),
+                          kernel, tuple(_TORCH_DTYPES.get(t) for t in out_types)))
+
+    input_types = {i.name: i.type.tensorType.dataType for i in func.inputs}
+    input_name = spec.description.input[0].name
+    output_name = spec.description.output[0].name
+    if input_name not in input_types or output_name not in block.outputs:
+        raise ExportError(f"ML Program function {function!r} does not take {input_name!r} / give {output_name!r}")
+    return Graph(
+        format="mlprogram",
+        precision="fp16" if _FLOAT16 in compute_dtypes else "fp32",
+        input_name=input_name,
+        input_dtype=_TORCH_DTYPES[input_types[input_name]],
+        output_name=output_name,
+        nodes=nodes,
+        constants=consts,
+    )

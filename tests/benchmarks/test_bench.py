@@ -1,0 +1,117 @@
+"""The benchmark harness on the session's XS export: reports, statuses, comparison, demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks.latency import LatencySettings, LatencyStats, measure
+from benchmarks.parity import parity_stats
+from benchmarks.report import compare
+from benchmarks.run import BENCH_JSON, BENCH_MD, BenchOptions, run_bench
+from cli import main
+
+pytestmark = pytest.mark.e2e
+QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_seconds=0.2)
+
+
+@pytest.fixture(scope="module")
+def bench(xs_export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "XS"
+    shutil.copytree(xs_export[0], out)
+    return out, run_bench(BenchOptions(out_dir=out, settings=QUICK, repeats=2))
+
+
+def test_every_backend_has_a_row_with_an_honest_status(bench):
+    out, result = bench
+    rows = {r["backend"]: r for r in result["backends"]}
+    assert list(rows)[0] == "pytorch"
+    for name in ("pytorch", "onnxruntime", "onnxruntime-simplified", "tflite-fp32", "tflite-fp16"):
+        row = rows[name]
+        assert row["status"] == "passed", row
+        assert row["latency"]["runs"] >= QUICK.min_runs
+        assert row["latency"]["min_ms"] <= row["latency"]["p50_ms"] <= row["latency"]["p99_ms"]
+        assert row["peak_rss_mb"] > 50 and row["load_s"] > 0
+        assert len(row["repeats_p50_ms"]) == 2
+        assert len(row["parity_photos"]["per_joint_mean_px"]) == 18
+    assert "ai-edge-litert" in rows["tflite-fp32"]["runtime"]
+    assert rows["onnxruntime-simplified"]["ratio_to_ort"] == pytest.approx(1.0)
+    for name in ("coreml-mlpackage", "coreml-mlmodel"):
+        assert rows[name]["status"] == "not measured" and "not measured on this OS" in rows[name]["reason"]
+    roof = result["roofline"]
+    assert roof["gemm_gflops"] > 0 and 0 < roof["ort_share_of_gemm"]
+
+
+def test_reports_are_written(bench):
+    out, result = bench
+    assert json.loads((out / BENCH_JSON).read_text())["variant"] == "XS"
+    md = (out / BENCH_MD).read_text()
+    assert md.count("\n| ") == len(result["backends"]) + 1  # header + one row per backend
+    assert "| tflite-fp16 | tflite | fp16 |" in md and "❎" in md
+    for png in ("bench_latency.png", "bench_joint_error.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_drifted_backend_is_marked_failed(bench, tmp_path):
+    """Replace the fp16 TFLite by one exported from another seed's weights: its row must fail."""
+    from exporters.pipeline import ExportOptions, run_export
+
+    out, _ = bench
+    broken = tmp_path / "XS"
+    shutil.copytree(out, broken)
+    other = run_export(ExportOptions(out_dir=tmp_path / "other", variant="XS", formats=("tflite",), seed=1))
+    (broken / "convnextpose-XS_fp16.tflite").write_bytes((other.out_dir / "convnextpose-XS_fp16.tflite").read_bytes())
+    result = run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
+    row = result["backends"][0]
+    assert row["status"] == "failed" and row["parity_gate"]["max_abs_px"] > row["parity_gate"]["tolerance_px"]
+    assert "❌" in (broken / BENCH_MD).read_text()
+
+
+def test_compare_prints_the_change(bench, tmp_path, capsys):
+    out, result = bench
+    slower = json.loads((out / BENCH_JSON).read_text())
+    for row in slower["backends"]:
+        if row.get("latency"):
+            row["latency"]["p50_ms"] *= 2
+    (tmp_path / "new.json").write_text(json.dumps(slower))
+    text = compare(out / BENCH_JSON, tmp_path / "new.json")
+    assert "+100.0%" in text and "tflite-fp32" in text
+    assert main(["bench", "--compare", str(out / BENCH_JSON), str(tmp_path / "new.json")]) == 0
+
+
+def test_demo_draws_one_panel_per_runnable_backend(bench, tmp_path, shared_dir):
+    from PIL import Image
+
+    out, _ = bench
+    png = tmp_path / "demo.png"
+    assert main(["demo", str(shared_dir / "data" / "people" / "00001.jpg"), "--out", str(out), "--output", str(png)]) == 0
+    with Image.open(png) as img:
+        assert img.size == (384 * 5, 384)  # pytorch, 2x onnxruntime, 2x tflite; CoreML can't run here
+
+
+def test_bench_without_an_export_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    assert "manifest.json not found" in capsys.readouterr().err
+
+
+def test_latency_statistics():
+    stats = LatencyStats.from_samples([0.001, 0.002, 0.003, 0.004])
+    assert stats.p50_ms == pytest.approx(2.5) and stats.min_ms == pytest.approx(1.0) and stats.fps == pytest.approx(400)
+    calls = []
+    measured = measure(lambda: calls.append(1), LatencySettings(warmup_runs=3, min_runs=7, min_seconds=0.0))
+    assert measured.runs == 7 and len(calls) == 10
+
+
+def test_parity_stats_units():
+    ref = np.zeros((2, 18, 3))
+    cand = ref.copy()
+    cand[0, 5, :2] = (0.3, 0.4)  # 0.5 px away
+    cand[1, 2, 2] = 1.0  # one depth bin
+    stats = parity_stats(cand, ref, input_size=256, heatmap_size=32, depth_bins=32)
+    assert stats.max_px == pytest.approx(0.5) and stats.max_input_px == pytest.approx(4.0)
+    assert stats.max_depth_mm == pytest.approx(2000 / 32)
+    assert stats.pck_05 == 1.0 and stats.pck_10 == 1.0
+    assert stats.per_joint_mean_px[5] == pytest.approx(0.25)
