@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install test test-fast export clean
+.PHONY: install test test-fast export bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 2; }
@@ -27,6 +27,10 @@ test-fast: install
 
 export: install
 	$(BIN)/convnextpose export --variant $(VARIANT) --out $(OUT) $(if $(CKPT),--checkpoint $(CKPT))
+
+bench: install
+	@test -f $(OUT)/manifest.json || { echo "no export in $(OUT): run 'make export VARIANT=$(VARIANT)' first"; exit 2; }
+	$(BIN)/convnextpose bench $(OUT) --threads $(THREADS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

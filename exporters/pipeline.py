@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from exporters import to_coreml, to_onnx, to_tflite
 from exporters.contract import InputContract, fold_normalization, normalise
-from exporters.images import InputSet, parity_inputs
+from exporters.images import REPO_ROOT, InputSet, parity_inputs
 from exporters.manifest import (
     MANIFEST_NAME,
     Artifact,
@@ -45,7 +45,7 @@ from models.synthetic import write_synthetic_checkpoint
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite", "coreml")
-DEFAULT_CHECKPOINT_DIR = Path("artifacts") / "checkpoints"
+DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "artifacts" / "checkpoints"
 
 
 @dataclass(frozen=True)

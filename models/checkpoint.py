@@ -329,11 +329,19 @@ def load_checkpoint(
     else:
         requested = None
 
-    upsample = num_upsample if num_upsample is not None else (requested.num_upsample if requested else None)
-    inferred, source = spec_from_shape(shape, requested.joints if requested else joints, path, upsample)
+    joints = requested.joints if requested else joints
     if requested is not None and num_upsample is None:
+        # The variant tells the upsampling count; the rule is only needed to name a better match.
+        inferred, source = spec_from_shape(shape, joints, path, requested.num_upsample)
+        try:
+            match = matching_variant(spec_from_shape(shape, joints, path)[0])
+        except CheckpointError:
+            match = None
+        match = matching_variant(inferred) or match
         source = "variant"
-    match = matching_variant(inferred)
+    else:
+        inferred, source = spec_from_shape(shape, joints, path, num_upsample)
+        match = matching_variant(inferred)
 
     if requested is not None:
         report = compare_shapes(state, requested)

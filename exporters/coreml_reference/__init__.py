@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from exporters.coreml_reference.graph import Graph, UnsupportedOpError
 from exporters.coreml_reference.mil import MIL_OPS, read_ml_program
@@ -68,11 +69,22 @@ def declared_precision(path: Path) -> str:
     return load_coreml(path).precision
 
 
-def evaluate_coreml(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
-    """Run the saved model on each (3, H, W) row of inputs_nchw, one image at a time; joints (N, J, 3) float32."""
+def evaluate_coreml(path: Path, inputs_nchw: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Run the saved model on each (3, H, W) row of inputs_nchw, one image at a time; joints (N, J, 3) float32.
+
+    threads: torch intra-op threads for the run (restored afterwards); None keeps torch's setting.
+    On a shared machine 1 thread is steadier than 2: torch's spinning thread pool stalls when
+    another process holds the second core.
+    """
     graph = load_coreml(path)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
-    outputs = [graph.run(x[None].astype(np.float32, copy=False)) for x in inputs_nchw]
+    try:
+        outputs = [graph.run(x[None].astype(np.float32, copy=False)) for x in inputs_nchw]
+    finally:
+        torch.set_num_threads(previous_threads)
     log.info("evaluated %s on %d inputs in %.2f s (%s)", Path(path).name, len(inputs_nchw),
              time.perf_counter() - start, graph.precision)
     return np.concatenate(outputs).astype(np.float32, copy=False)

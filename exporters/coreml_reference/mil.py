@@ -6,6 +6,7 @@ with fp16 weights and fp16 activations between ops (arithmetic inside an op is f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class MilOp:
         self.name = _op_name(op)
         self._args: dict[str, list[str]] = {}
         self._consts = consts
+        self.consulted: set[str] = set()  # input keys the reader looked at; any other key is refused
         for key, binding in op.inputs.items():
             names = []
             for i, arg in enumerate(binding.arguments):
@@ -107,12 +109,19 @@ class MilOp:
                     names.append(arg.name)
             self._args[key] = names
         self.runtime: list[str] = []
+        # Declared static output shapes (None where symbolic): the converter's own shape inference.
+        self.out_shapes = [
+            tuple(d.constant.size for d in o.type.tensorType.dimensions)
+            if all(d.WhichOneof("dimension") == "constant" for d in o.type.tensorType.dimensions) else None
+            for o in op.outputs
+        ]
 
     def unsupported(self, detail: str) -> UnsupportedOpError:
         return UnsupportedOpError(self.type, self.name, detail)
 
     def param(self, key: str, default: Any = None) -> Any:
         """A parameter Core ML requires to be const, as a Python value."""
+        self.consulted.add(key)
         if key not in self._args:
             return default
         (name,) = self._args[key]
@@ -124,10 +133,12 @@ class MilOp:
         return value
 
     def has(self, key: str) -> bool:
+        self.consulted.add(key)
         return key in self._args
 
     def tensor(self, key: str) -> None:
         """Make input `key` the next positional argument of the kernel."""
+        self.consulted.add(key)
         if key not in self._args:
             raise ExportError(f"op {self.type!r} ({self.name!r}) lacks its input {key!r}")
         self.runtime += self._args[key]
@@ -227,8 +238,15 @@ def _upsample_bilinear(op: MilOp) -> Kernel:
         raise op.unsupported("align_corners and half_pixel_centers both true")
     mode = "align_corners" if align_corners else "half_pixel" if half_pixel else "asymmetric"
     op.tensor("x")
-    # Output size is floor(in * scale); the grid is then recomputed from the sizes (MIL docs).
-    return lambda x: kernels.resize_bilinear(x, int(x.shape[-2] * scale_h), int(x.shape[-1] * scale_w), mode)
+    declared = op.out_shapes[0]
+
+    def upsample(x: torch.Tensor) -> torch.Tensor:
+        # Output size is floor(in * scale) (MIL docs); the declared shape settles float rounding
+        # (6 * float32(7/6) floors to 6). The grid is then recomputed from the two sizes.
+        out_h, out_w = declared[-2:] if declared else (math.floor(x.shape[-2] * scale_h), math.floor(x.shape[-1] * scale_w))
+        return kernels.resize_bilinear(x, out_h, out_w, mode)
+
+    return upsample
 
 
 _SAMPLING_MODES = {"STRICT_ALIGN_CORNERS": "align_corners", "ALIGN_CORNERS": "align_corners_centred",
@@ -258,6 +276,27 @@ def _transpose(op: MilOp) -> Kernel:
     perm = [int(p) for p in op.param("perm")]
     op.tensor("x")
     return lambda x: x.permute(perm)
+
+
+@_reads("expand_dims")
+def _expand_dims(op: MilOp) -> Kernel:
+    axes = sorted(int(a) for a in op.param("axes"))
+    op.tensor("x")
+
+    def expand_dims(x: torch.Tensor) -> torch.Tensor:
+        rank = x.dim() + len(axes)
+        for axis in sorted(a % rank for a in axes):  # MIL axes index the output
+            x = x.unsqueeze(axis)
+        return x
+
+    return expand_dims
+
+
+@_reads("squeeze")
+def _squeeze(op: MilOp) -> Kernel:
+    axes = op.param("axes")
+    op.tensor("x")
+    return lambda x: x.squeeze() if axes is None else x.squeeze(tuple(int(a) for a in axes))
 
 
 @_reads("softmax")
@@ -313,16 +352,34 @@ def _cast(op: MilOp) -> Kernel:
 
 
 # ---- the program -------------------------------------------------------------------------------
-def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph:
+def _main_block(spec: Any, function: str) -> tuple[Any, Any]:
     program = spec.mlProgram
     if function not in program.functions:
         raise ExportError(f"ML Program has no function {function!r} (has {sorted(program.functions)})")
     func = program.functions[function]
-    block = func.block_specializations[func.opset]
+    return func, func.block_specializations[func.opset]
+
+
+def program_precision(spec: Any, function: str = "main") -> str:
+    """"fp16" when any computing op (not const, not cast) produces an fp16 tensor, else "fp32".
+
+    Core ML's compute_precision=FLOAT16 shows up exactly so: casts to fp16 after the inputs, fp16
+    weights, and fp16 outputs for every op in between.
+    """
+    _, block = _main_block(spec, function)
+    for op in block.operations:
+        if op.type not in ("const", "cast") and any(
+            o.type.WhichOneof("type") == "tensorType" and o.type.tensorType.dataType == _FLOAT16 for o in op.outputs
+        ):
+            return "fp16"
+    return "fp32"
+
+
+def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph:
+    func, block = _main_block(spec, function)
     blobs = _Blobs(model_dir)
     consts: dict[str, Any] = {}
     nodes: list[Node] = []
-    compute_dtypes: set[int] = set()
     for proto_op in block.operations:
         if proto_op.type == "const":
             out = proto_op.outputs[0].name
@@ -335,10 +392,11 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
         if len(proto_op.blocks):
             raise op.unsupported("nested blocks (control flow)")
         kernel = reader(op)
+        ignored = set(proto_op.inputs) - op.consulted
+        if ignored:  # e.g. an input a newer opset added: its meaning is unknown here, so refuse
+            raise op.unsupported(f"input(s) {sorted(ignored)} not understood")
         out_types = [o.type.tensorType.dataType if o.type.WhichOneof("type") == "tensorType" else None
                      for o in proto_op.outputs]
-        if proto_op.type != "cast":
-            compute_dtypes.update(t for t in out_types if t in (_FLOAT16, _FLOAT32, _FLOAT64))
         nodes.append(Node(proto_op.type, op.name, tuple(op.runtime), tuple(o.name for o in proto_op.outputs),
                           kernel, tuple(_TORCH_DTYPES.get(t) for t in out_types)))
 
@@ -349,7 +407,7 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
         raise ExportError(f"ML Program function {function!r} does not take {input_name!r} / give {output_name!r}")
     return Graph(
         format="mlprogram",
-        precision="fp16" if _FLOAT16 in compute_dtypes else "fp32",
+        precision=program_precision(spec, function),
         input_name=input_name,
         input_dtype=_TORCH_DTYPES[input_types[input_name]],
         output_name=output_name,

@@ -85,14 +85,18 @@ def _batchnorm(layer: Any, p: Any) -> Kernel:
     c = (p.channels,)
     gamma, beta = _weights(p.gamma, c, layer, "gamma"), _weights(p.beta, c, layer, "beta")
     mean, variance = _weights(p.mean, c, layer, "mean"), _weights(p.variance, c, layer, "variance")
+    epsilon = p.epsilon
     # NN layers address channels as axis -3 whatever the rank.
-    return lambda x: kernels.batch_norm(x, mean, variance, gamma, beta, p.epsilon, channel_axis=x.dim() - 3)
+    return lambda x: kernels.batch_norm(x, mean, variance, gamma, beta, epsilon, channel_axis=x.dim() - 3)
 
 
 @_reads("activation")
 def _activation(layer: Any, p: Any) -> Kernel:
     kind = p.WhichOneof("NonlinearityType")
     functions = {"ReLU": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+    if kind == "linear":  # alpha * x + beta: how the converter writes x * a + b with scalars
+        alpha, beta = p.linear.alpha, p.linear.beta
+        return lambda x: x * alpha + beta
     if kind not in functions:
         raise UnsupportedOpError(f"activation.{kind}", layer.name)
     return functions[kind]
@@ -147,6 +151,25 @@ def _transpose(layer: Any, p: Any) -> Kernel:
     return lambda x: x.permute(axes)
 
 
+@_reads("expandDims")
+def _expand_dims(layer: Any, p: Any) -> Kernel:
+    axes = [int(a) for a in p.axes]
+
+    def expand_dims(x: torch.Tensor) -> torch.Tensor:
+        rank = x.dim() + len(axes)
+        for axis in sorted(a % rank for a in axes):  # axes index the output
+            x = x.unsqueeze(axis)
+        return x
+
+    return expand_dims
+
+
+@_reads("squeeze")
+def _squeeze(layer: Any, p: Any) -> Kernel:
+    axes = None if p.squeezeAll else tuple(int(a) for a in p.axes)
+    return lambda x: x.squeeze() if axes is None else x.squeeze(axes)
+
+
 @_reads("softmaxND", "softmax")
 def _softmax(layer: Any, p: Any) -> Kernel:
     if layer.WhichOneof("layer") == "softmax":  # the rank-5-era layer: always the channel axis -3
@@ -159,16 +182,17 @@ def _softmax(layer: Any, p: Any) -> Kernel:
 def _inner_product(layer: Any, p: Any) -> Kernel:
     if p.int8DynamicQuantize:
         raise _unsupported(layer, "int8 dynamic quantisation")
-    weight = _weights(p.weights, (p.outputChannels, p.inputChannels), layer, "weights")
+    c_in = p.inputChannels
+    weight = _weights(p.weights, (p.outputChannels, c_in), layer, "weights")
     bias = _weights(p.bias, (p.outputChannels,), layer, "bias") if p.hasBias else None
 
     def inner_product(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == p.inputChannels:  # ND form: the last axis
+        if x.shape[-1] == c_in:  # ND form: the last axis
             return torch.nn.functional.linear(x, weight, bias)
-        if x.dim() >= 3 and tuple(x.shape[-3:]) == (p.inputChannels, 1, 1):  # rank-5-era form: (C, 1, 1)
+        if x.dim() >= 3 and tuple(x.shape[-3:]) == (c_in, 1, 1):  # rank-5-era form: (C, 1, 1)
             y = torch.nn.functional.linear(x.flatten(-3), weight, bias)
             return y.reshape(*y.shape, 1, 1)
-        raise ExportError(f"innerProduct {layer.name!r}: input shape {tuple(x.shape)} does not fit {p.inputChannels} channels")
+        raise ExportError(f"innerProduct {layer.name!r}: input shape {tuple(x.shape)} does not fit {c_in} channels")
 
     return inner_product
 
@@ -177,15 +201,16 @@ def _inner_product(layer: Any, p: Any) -> Kernel:
 def _batched_matmul(layer: Any, p: Any) -> Kernel:
     if p.int8DynamicQuantize:
         raise _unsupported(layer, "int8 dynamic quantisation")
+    transpose_a, transpose_b = p.transposeA, p.transposeB
     if len(layer.input) == 2:
-        return lambda a, b: kernels.matmul(a, b, p.transposeA, p.transposeB)
+        return lambda a, b: kernels.matmul(a, b, transpose_a, transpose_b)
     rows, cols = p.weightMatrixFirstDimension, p.weightMatrixSecondDimension
     # Stored transposed, (cols, rows), by coremltools' builder; y = x @ W with W of shape (rows, cols).
     weight = _weights(p.weights, (cols, rows), layer, "weights").T.contiguous()
     bias = _weights(p.bias, (cols,), layer, "bias") if p.hasBias else None
 
     def batched_matmul(x: torch.Tensor) -> torch.Tensor:
-        y = kernels.matmul(x, weight, p.transposeA, False)
+        y = kernels.matmul(x, weight, transpose_a, False)
         return y + bias if bias is not None else y
 
     return batched_matmul
@@ -206,7 +231,8 @@ def _concat(layer: Any, p: Any) -> Kernel:
 def _reduce(layer: Any, p: Any) -> Kernel:
     kind = {"reduceSum": "sum", "reduceMean": "mean", "reduceMax": "max"}[layer.WhichOneof("layer")]
     axes = None if p.reduceAll else [int(a) for a in p.axes]
-    return lambda x: kernels.reduce(x, kind, axes, p.keepDims)
+    keep_dims = p.keepDims
+    return lambda x: kernels.reduce(x, kind, axes, keep_dims)
 
 
 @_reads("loadConstantND")

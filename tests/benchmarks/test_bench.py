@@ -55,14 +55,15 @@ def test_reports_are_written(bench):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_drifted_backend_is_marked_failed(bench, tmp_path):
+def test_a_drifted_backend_is_marked_failed(bench, make_ckpt, tmp_path):
     """Replace the fp16 TFLite by one exported from another seed's weights: its row must fail."""
     from exporters.pipeline import ExportOptions, run_export
 
     out, _ = bench
     broken = tmp_path / "XS"
     shutil.copytree(out, broken)
-    other = run_export(ExportOptions(out_dir=tmp_path / "other", variant="XS", formats=("tflite",), seed=1))
+    other = run_export(ExportOptions(out_dir=tmp_path / "other", variant="XS", checkpoint=make_ckpt("XS", seed=1),
+                                     formats=("tflite",)))
     (broken / "convnextpose-XS_fp16.tflite").write_bytes((other.out_dir / "convnextpose-XS_fp16.tflite").read_bytes())
     result = run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
     row = result["backends"][0]

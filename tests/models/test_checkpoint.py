@@ -115,6 +115,16 @@ def test_asking_for_s_on_an_xs_file_lists_every_difference(make_ckpt):
     assert "matches registered variant XS -- use --variant XS" in msg
 
 
+def test_asking_for_s_on_an_m_file_names_m(make_ckpt):
+    """Only the final layer differs (D 64 vs 32); the hint must still find M via the H == D rule."""
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(make_ckpt("M", legacy=True), "S")
+    msg = str(err.value)
+    assert "2 tensor(s) with a different shape" in msg
+    assert "head.final_layer.weight: checkpoint [1152, 256, 1, 1], expected [576, 256, 1, 1]" in msg
+    assert "matches registered variant M -- use --variant M" in msg
+
+
 def test_custom_spec_is_inferred_from_shapes(tmp_path):
     custom = ModelSpec("mine", depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), head_channels=128, num_upsample=2,
                        depth_bins=32)

@@ -1,0 +1,417 @@
+"""The Core ML reference evaluator: parity with PyTorch on saved files, op kernels against torch,
+and mutated models it must catch (a checker that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from exporters.contract import InputContract, fold_normalization
+from exporters.coreml_reference import UnsupportedOpError, declared_precision, evaluate_coreml, kernels, load_coreml
+from exporters.images import parity_inputs
+from exporters.to_coreml import MLMODEL, MLPACKAGE, CoreMLTarget, export_coreml
+from exporters.tolerances import tolerance_for
+from models.errors import ExportError
+from models.network import ConvNeXtPose
+from models.spec import REGISTRY, ModelSpec
+from models.synthetic import synthetic_model
+
+ct = pytest.importorskip("coremltools")
+
+log = logging.getLogger(__name__)
+
+TINY = ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
+                 depth_bins=8, joints=5, input_size=64)
+FP32_PARITY_PX = 1e-3  # what the evaluator must reproduce of an fp32 model (float summation order only)
+FP16_TOLERANCE_PX = tolerance_for("coreml-mlpackage", "fp16")
+FP32_TOLERANCE_PX = tolerance_for("coreml-mlmodel", "fp32")
+MLPACKAGE_FP32 = dataclasses.replace(MLPACKAGE, precision="fp32")  # same ML Program, computed in fp32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Torch's 2-thread pool stalls badly when other jobs hold a core; 1 thread keeps this file fast.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class Exported:
+    model: ConvNeXtPose
+    inputs: np.ndarray
+    reference: np.ndarray
+    mlmodel: Path
+    mlpackage: Path
+
+
+def export_variant(spec: ModelSpec, folder: Path, n_inputs: int) -> Exported:
+    model = fold_normalization(synthetic_model(spec, 0))
+    contract = InputContract.for_spec(spec, True)
+    paths = {}
+    for target in (MLMODEL, MLPACKAGE):
+        paths[target.suffix] = folder / f"{spec.name}{target.suffix}"
+        export_coreml(model, contract, paths[target.suffix], target, {"variant": spec.name})
+    inputs = parity_inputs(spec.input_size).images[:n_inputs]
+    with torch.no_grad():
+        reference = model(torch.from_numpy(inputs)).numpy()
+    return Exported(model, inputs, reference, paths[".mlmodel"], paths[".mlpackage"])
+
+
+def max_px(candidate: np.ndarray, reference: np.ndarray) -> float:
+    assert candidate.shape == reference.shape
+    return float(np.abs(candidate.astype(np.float64) - reference.astype(np.float64)).max())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Exported:
+    return export_variant(TINY, tmp_path_factory.mktemp("tiny"), n_inputs=10)
+
+
+# ---- parity on the exported ConvNeXtPose --------------------------------------------------------
+def test_fp32_mlmodel_matches_pytorch(tiny):
+    assert declared_precision(tiny.mlmodel) == "fp32"
+    error = max_px(evaluate_coreml(tiny.mlmodel, tiny.inputs), tiny.reference)
+    log.info("tiny .mlmodel (fp32): max |delta| %.2e heatmap px", error)
+    assert error <= FP32_PARITY_PX
+
+
+def test_fp16_mlpackage_shows_its_fp16_error_within_tolerance(tiny):
+    assert declared_precision(tiny.mlpackage) == "fp16"
+    joints = evaluate_coreml(tiny.mlpackage, tiny.inputs)
+    assert joints.dtype == np.float32 and joints.shape == (len(tiny.inputs), TINY.joints, 3)
+    error = max_px(joints, tiny.reference)
+    log.info("tiny .mlpackage (fp16): max |delta| %.3f heatmap px", error)
+    assert 0 < error <= FP16_TOLERANCE_PX
+    assert error > 10 * FP32_PARITY_PX, "an fp16 program evaluated like fp32 would hide its fp16 error"
+
+
+def test_an_fp32_ml_program_is_evaluated_in_fp32(tiny, tmp_path):
+    """The same program converted at fp32: its error drops to fp32 level, so the fp16 error above is fp16's."""
+    path = tmp_path / "tiny32.mlpackage"
+    export_coreml(tiny.model, InputContract.for_spec(TINY, True), path, MLPACKAGE_FP32, {"variant": "tiny"})
+    assert declared_precision(path) == "fp32"
+    assert max_px(evaluate_coreml(path, tiny.inputs), tiny.reference) <= FP32_PARITY_PX
+
+
+def test_xs_both_formats_match_pytorch(tmp_path):
+    xs = export_variant(REGISTRY["XS"], tmp_path, n_inputs=2)
+    fp32 = max_px(evaluate_coreml(xs.mlmodel, xs.inputs), xs.reference)
+    fp16 = max_px(evaluate_coreml(xs.mlpackage, xs.inputs), xs.reference)
+    log.info("XS: .mlmodel %.2e px, .mlpackage %.3f px", fp32, fp16)
+    assert fp32 <= FP32_PARITY_PX
+    assert 0 < fp16 <= FP16_TOLERANCE_PX
+
+
+# ---- kernels against torch and against Core ML's documented sampling grids ----------------------
+@pytest.mark.parametrize(
+    ("mode", "n_out", "documented"),
+    [  # the example grids of coremltools' upsample_bilinear / resize_bilinear docstrings (Xin = 2)
+        ("half_pixel", 5, [0.0, 0.1, 0.5, 0.9, 1.0]),
+        ("half_pixel", 6, [0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]),
+        ("align_corners", 5, [0.0, 0.25, 0.5, 0.75, 1.0]),
+        ("align_corners", 6, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        ("default", 5, [0.0, 0.4, 0.8, 1.0, 1.0]),
+        ("default", 6, [0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0]),
+        ("offset_corners", 5, [0.1, 0.3, 0.5, 0.7, 0.9]),
+        ("offset_corners", 6, [1 / 12, 0.25, 5 / 12, 7 / 12, 0.75, 11 / 12]),
+    ],
+)
+def test_sampling_grids_are_the_documented_ones(mode, n_out, documented):
+    np.testing.assert_allclose(kernels.sample_grid(2, n_out, mode).numpy(), documented, atol=1e-9)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("out_hw", [(8, 8), (7, 5), (3, 2)])  # x2, fractional, downscale
+def test_bilinear_kernel_matches_torch(align_corners, out_hw):
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    mode = "align_corners" if align_corners else "half_pixel"
+    expected = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=align_corners)
+    torch.testing.assert_close(kernels.resize_bilinear(x, *out_hw, mode), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_same_padding_matches_torch(kernel):
+    x, w = torch.randn(1, 2, 9, 9), torch.randn(3, 2, kernel, kernel)
+    pads = kernels.same_pads((9, 9), (kernel, kernel), (1, 1), (1, 1), top_left_heavy=False)
+    torch.testing.assert_close(kernels.conv2d(x, w, None, (1, 1), pads, (1, 1), 1), F.conv2d(x, w, padding="same"))
+
+
+# ---- each op through a real converted file, in both formats -------------------------------------
+class Fn(nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _batchnorm() -> nn.Module:
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return nn.Sequential(nn.ReLU(), bn)  # the ReLU keeps the converter from folding it away
+
+
+def _softmax_over_groups(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x.reshape(1, 4, 36), dim=-1).reshape(1, 4, 6, 6)
+
+
+OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "conv": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), (1, 4, 6, 6)),
+    "conv_depthwise": (lambda: nn.Conv2d(4, 4, 7, padding=3, groups=4), (1, 4, 6, 6)),
+    "conv_grouped_dilated": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, bias=False), (1, 4, 6, 6)),
+    "batchnorm": (_batchnorm, (1, 4, 6, 6)),
+    "upsample_x2_align_corners": (lambda: nn.UpsamplingBilinear2d(scale_factor=2), (1, 4, 6, 6)),
+    "upsample_x2_half_pixel": (lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), (1, 4, 6, 6)),
+    "resize_7x5_align_corners": (lambda: Fn(lambda x: F.interpolate(x, size=(7, 5), mode="bilinear", align_corners=True)), (1, 4, 6, 6)),
+    "resize_7x5_half_pixel": (lambda: Fn(lambda x: F.interpolate(x, size=(7, 5), mode="bilinear", align_corners=False)), (1, 4, 6, 6)),
+    "softmax_channels": (lambda: nn.Softmax(dim=1), (1, 4, 6, 6)),
+    "reshape_softmax_reshape": (lambda: Fn(_softmax_over_groups), (1, 4, 6, 6)),
+    "transpose_reshape": (lambda: Fn(lambda x: x.permute(0, 2, 3, 1).reshape(1, 36, 4)), (1, 4, 6, 6)),
+    "matmul": (lambda: Fn(lambda x: torch.matmul(x.transpose(1, 2), x)), (1, 5, 3)),
+    "linear": (lambda: nn.Linear(8, 3), (1, 5, 8)),
+    "reductions": (lambda: Fn(lambda x: x.sum(dim=(2, 3)) * x.mean(dim=1).amax(dim=(1, 2))[:, None]), (1, 4, 6, 6)),
+    "residual_add_mul": (lambda: Fn(lambda x: x + torch.relu(x) * x), (1, 4, 6, 6)),
+    "concat_arithmetic": (lambda: Fn(lambda x: torch.cat([x, x * 2 - 1], dim=1) / 3 - torch.cat([x.sigmoid(), x.tanh()], dim=1)), (1, 4, 6, 6)),
+}
+FORMATS = ("mlprogram", "neuralnetwork")
+
+
+def convert_module(module: nn.Module, shape: tuple[int, ...], convert_to: str, path: Path) -> Path:
+    traced = torch.jit.trace(module.eval(), torch.zeros(shape))
+    kwargs = {"compute_precision": ct.precision.FLOAT32} if convert_to == "mlprogram" else {}
+    target = ct.target.iOS15 if convert_to == "mlprogram" else ct.target.iOS14
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=shape)], outputs=[ct.TensorType(name="y")],
+                         convert_to=convert_to, minimum_deployment_target=target, **kwargs)
+    path = path.with_suffix(".mlpackage" if convert_to == "mlprogram" else ".mlmodel")
+    mlmodel.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted_ops(tmp_path_factory) -> Callable[[str, str], tuple[Path, torch.Tensor, torch.Tensor]]:
+    """converted_ops(case, format) -> (saved file, input, torch output), converted once per module."""
+    folder = tmp_path_factory.mktemp("ops")
+    cache: dict[tuple[str, str], tuple[Path, torch.Tensor, torch.Tensor]] = {}
+
+    def get(case: str, convert_to: str) -> tuple[Path, torch.Tensor, torch.Tensor]:
+        if (case, convert_to) not in cache:
+            torch.manual_seed(0)
+            make, shape = OP_CASES[case]
+            module = make().eval()
+            x = torch.randn(shape)
+            with torch.no_grad():
+                y = module(x)
+            cache[case, convert_to] = convert_module(module, shape, convert_to, folder / f"{case}-{convert_to}"), x, y
+        return cache[case, convert_to]
+
+    return get
+
+
+@pytest.mark.parametrize("convert_to", FORMATS)
+@pytest.mark.parametrize("case", sorted(OP_CASES))
+def test_op_matches_torch(converted_ops, case, convert_to):
+    path, x, expected = converted_ops(case, convert_to)
+    got = evaluate_coreml(path, x.numpy())
+    np.testing.assert_allclose(got, expected.numpy(), atol=2e-5, rtol=1e-5)
+
+
+def test_fp16_program_rounds_weights_and_activations_to_fp16(tmp_path):
+    """An fp16 conv is the fp32 conv of fp16-rounded input and weights, rounded to fp16 again."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1).eval()
+    x = torch.randn(1, 4, 6, 6)
+    traced = torch.jit.trace(conv, x)
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=x.shape)], convert_to="mlprogram",
+                         compute_precision=ct.precision.FLOAT16, minimum_deployment_target=ct.target.iOS15)
+    mlmodel.save(str(tmp_path / "conv16.mlpackage"))
+    assert declared_precision(tmp_path / "conv16.mlpackage") == "fp16"
+    got = evaluate_coreml(tmp_path / "conv16.mlpackage", x.numpy())
+    half = lambda t: t.half().float()
+    with torch.no_grad():
+        emulated = half(F.conv2d(half(x), half(conv.weight), half(conv.bias), padding=1))
+        exact = conv(x)
+    np.testing.assert_allclose(got, emulated.numpy(), rtol=2e-3, atol=2e-3)  # one fp16 ulp of summation order
+    assert np.abs(got - exact.numpy()).max() > 1e-4, "the fp16 rounding did not happen"
+
+
+def test_the_op_cases_cover_what_the_pose_models_contain(tiny, converted_ops):
+    """Every op kind in the exported pose models also has a one-op test above."""
+    for path, convert_to in ((tiny.mlmodel, "neuralnetwork"), (tiny.mlpackage, "mlprogram")):
+        covered = {"cast"}  # fp16 casts: test_fp16_program_rounds_weights_and_activations_to_fp16
+        for case in OP_CASES:
+            covered |= set(load_coreml(converted_ops(case, convert_to)[0]).op_types)
+        assert set(load_coreml(path).op_types) <= covered
+
+
+# ---- mutations: the evaluator reads the file, so a broken file must show ------------------------
+def _copy_package(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _save_ml_program(spec, original: Path, dst: Path) -> Path:
+    weights = original / "Data" / "com.apple.CoreML" / "weights"
+    ct.models.MLModel(spec, weights_dir=str(weights), skip_model_load=True).save(str(dst))
+    return dst
+
+
+def _mil_ops(spec):
+    func = spec.mlProgram.functions["main"]
+    return func.block_specializations[func.opset].operations
+
+
+def _mil_const(spec, name: str):
+    return next(op for op in _mil_ops(spec) if op.type == "const" and op.outputs[0].name == name)
+
+
+def test_flipped_align_corners_in_mlmodel_is_caught(tiny, tmp_path):
+    spec = ct.utils.load_spec(str(tiny.mlmodel))
+    upsamples = [layer.upsample for layer in spec.neuralNetwork.layers if layer.WhichOneof("layer") == "upsample"]
+    assert upsamples and all(u.linearUpsampleMode == u.ALIGN_CORNERS_TRUE for u in upsamples)
+    for u in upsamples:
+        u.linearUpsampleMode = u.ALIGN_CORNERS_FALSE
+    ct.utils.save_spec(spec, str(tmp_path / "flipped.mlmodel"))
+    error = max_px(evaluate_coreml(tmp_path / "flipped.mlmodel", tiny.inputs), tiny.reference)
+    log.info("align_corners flipped in .mlmodel: %.3f px", error)
+    assert error > FP32_TOLERANCE_PX
+
+
+def test_flipped_align_corners_in_mlpackage_is_caught(tiny, tmp_path):
+    spec = ct.utils.load_spec(str(tiny.mlpackage))
+    flags = [op.inputs["align_corners"].arguments[0].name for op in _mil_ops(spec) if op.type == "upsample_bilinear"]
+    assert flags
+    for name in flags:
+        value = _mil_const(spec, name).attributes["val"].immediateValue.tensor.bools
+        assert list(value.values) == [True]
+        value.values[0] = False
+    path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "flipped.mlpackage")
+    error = max_px(evaluate_coreml(path, tiny.inputs), tiny.reference)
+    log.info("align_corners flipped in .mlpackage: %.3f px", error)
+    assert error > FP16_TOLERANCE_PX
+
+
+def _blob_data_offset(blob: bytes, metadata_offset: int) -> tuple[int, int]:
+    """(data offset, size in bytes) from a weight.bin metadata record: sentinel, dtype, size, offset."""
+    sentinel, _dtype, size, offset = struct.unpack_from("<IIQQ", blob, metadata_offset)
+    assert sentinel == 0xDEADBEEF
+    return offset, size
+
+
+def test_scaled_weight_blob_in_mlpackage_is_caught(tiny, tmp_path):
+    path = _copy_package(tiny.mlpackage, tmp_path / "scaled.mlpackage")
+    spec = ct.utils.load_spec(str(path))
+    const = _mil_const(spec, "head_final_layer_weight_to_fp16").attributes["val"]
+    weight_bin = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    blob = bytearray(weight_bin.read_bytes())
+    offset, size = _blob_data_offset(bytes(blob), const.blobFileValue.offset)
+    weights = np.frombuffer(blob, dtype=np.float16, count=size // 2, offset=offset)
+    blob[offset:offset + size] = (weights * np.float16(1.5)).tobytes()
+    weight_bin.write_bytes(bytes(blob))
+    error = max_px(evaluate_coreml(path, tiny.inputs), tiny.reference)
+    log.info("final-layer weights x1.5 in weight.bin: %.3f px", error)
+    assert error > FP16_TOLERANCE_PX
+
+
+def test_scaled_weight_in_mlmodel_spec_is_caught(tiny, tmp_path):
+    spec = ct.utils.load_spec(str(tiny.mlmodel))
+    final = next(layer for layer in spec.neuralNetwork.layers if layer.name == "heatmaps")
+    values = np.asarray(final.convolution.weights.floatValue, dtype=np.float32)
+    final.convolution.weights.ClearField("floatValue")
+    final.convolution.weights.floatValue.extend((values * 1.5).tolist())
+    ct.utils.save_spec(spec, str(tmp_path / "scaled.mlmodel"))
+    error = max_px(evaluate_coreml(tmp_path / "scaled.mlmodel", tiny.inputs), tiny.reference)
+    log.info("final-layer weights x1.5 in .mlmodel: %.3f px", error)
+    assert error > FP32_TOLERANCE_PX
+
+
+def test_softmax_over_the_wrong_axis_is_caught(tiny, tmp_path):
+    spec = ct.utils.load_spec(str(tiny.mlpackage))
+    softmax = next(op for op in _mil_ops(spec) if op.type == "softmax")
+    axis = _mil_const(spec, softmax.inputs["axis"].arguments[0].name).attributes["val"].immediateValue.tensor.ints
+    assert list(axis.values) == [2]
+    axis.values[0] = 1  # over the joints instead of the voxels of one joint
+    path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "axis.mlpackage")
+    assert max_px(evaluate_coreml(path, tiny.inputs), tiny.reference) > FP16_TOLERANCE_PX
+
+
+@pytest.mark.parametrize("convert_to", FORMATS)
+def test_swapped_transpose_perm_is_caught(converted_ops, convert_to, tmp_path):
+    path, x, expected = converted_ops("transpose_reshape", convert_to)
+    spec = ct.utils.load_spec(str(path))
+    if convert_to == "neuralnetwork":
+        perm = next(layer.transpose.axes for layer in spec.neuralNetwork.layers if layer.WhichOneof("layer") == "transpose")
+    else:
+        op = next(op for op in _mil_ops(spec) if op.type == "transpose")
+        perm = _mil_const(spec, op.inputs["perm"].arguments[0].name).attributes["val"].immediateValue.tensor.ints.values
+    assert list(perm) == [0, 2, 3, 1]
+    perm[1], perm[2] = 3, 2  # (0, 3, 2, 1): the same shape for a square input, a transposed image
+    mutated = _save(spec, path, tmp_path, convert_to)
+    assert max_px(evaluate_coreml(mutated, x.numpy()), expected.numpy()) > 0.1
+
+
+@pytest.mark.parametrize("convert_to", FORMATS)
+def test_swapped_reshape_target_is_caught(converted_ops, convert_to, tmp_path):
+    path, x, expected = converted_ops("reshape_softmax_reshape", convert_to)
+    spec = ct.utils.load_spec(str(path))
+    if convert_to == "neuralnetwork":
+        target = next(layer.reshapeStatic.targetShape for layer in spec.neuralNetwork.layers
+                      if layer.WhichOneof("layer") == "reshapeStatic")
+    else:
+        op = next(op for op in _mil_ops(spec) if op.type == "reshape")
+        target = _mil_const(spec, op.inputs["shape"].arguments[0].name).attributes["val"].immediateValue.tensor.ints.values
+    assert list(target)[-2:] == [4, 36]
+    target[-2], target[-1] = 36, 4  # softmax then runs over groups of 4 instead of 36
+    mutated = _save(spec, path, tmp_path, convert_to)
+    assert max_px(evaluate_coreml(mutated, x.numpy()), expected.numpy()) > 0.01
+
+
+def _save(spec, original: Path, folder: Path, convert_to: str) -> Path:
+    if convert_to == "mlprogram":
+        return _save_ml_program(spec, original, folder / "mutated.mlpackage")
+    ct.utils.save_spec(spec, str(folder / "mutated.mlmodel"))
+    return folder / "mutated.mlmodel"
+
+
+# ---- what it refuses to guess ----------------------------------------------------------------------
+def test_unknown_mil_op_is_named(tiny, tmp_path):
+    spec = ct.utils.load_spec(str(tiny.mlpackage))
+    relu = next(op for op in _mil_ops(spec) if op.type == "relu")
+    relu.type = "silu"
+    name = relu.attributes["name"].immediateValue.tensor.strings.values[0]
+    path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "silu.mlpackage")
+    with pytest.raises(UnsupportedOpError, match=f"'silu'.*'{name}'") as info:
+        evaluate_coreml(path, tiny.inputs[:1])
+    assert isinstance(info.value, ExportError)
+    assert (info.value.op_type, info.value.op_name) == ("silu", name)
+
+
+@pytest.mark.parametrize("mutate", ["gelu_layer", "leaky_relu_activation"])
+def test_unknown_nn_layer_is_named(tiny, tmp_path, mutate):
+    spec = ct.utils.load_spec(str(tiny.mlmodel))
+    layer = next(layer for layer in spec.neuralNetwork.layers if layer.WhichOneof("layer") == "activation")
+    if mutate == "gelu_layer":
+        layer.gelu.SetInParent()
+        expected = "gelu"
+    else:
+        layer.activation.leakyReLU.alpha = 0.1
+        expected = "activation.leakyReLU"
+    ct.utils.save_spec(spec, str(tmp_path / "unknown.mlmodel"))
+    with pytest.raises(UnsupportedOpError, match=f"'{expected}'.*'{layer.name}'"):
+        evaluate_coreml(tmp_path / "unknown.mlmodel", tiny.inputs[:1])
