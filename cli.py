@@ -1,4 +1,4 @@
-"""`convnextpose` command line: inspect, make-checkpoint, export, bench, demo.
+"""`convnextpose` command line: inspect, make-checkpoint, export, bench, profile, demo.
 
 User errors (bad checkpoint, mismatch, failed export stage) print one paragraph and exit 2.
 """
@@ -98,6 +98,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from benchmarks.profile import format_table, profile_stages
+
+    if not (args.out / "manifest.json").is_file():
+        raise ConvNeXtPoseError(f"{args.out}/manifest.json not found: run `convnextpose export` first")
+    print(format_table(profile_stages(args.out, args.threads)))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
@@ -159,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma list of backend names")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("profile", help="time each stage of the network in ONNX Runtime and TFLite")
+    p.add_argument("out", type=Path, help="export folder holding manifest.json")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_profile)
 
     p = sub.add_parser("demo", help="draw each backend's predicted skeleton over a photo, side by side")
     p.add_argument("image", type=Path)

@@ -71,7 +71,15 @@ def _tflite_interpreter_class() -> tuple[type, str]:
     return tf.lite.Interpreter, f"tensorflow {tf.__version__} tf.lite.Interpreter"
 
 
-def open_backend(backend: Backend, out_dir: Path, threads: int, manifest: dict) -> tuple[Predict, str]:
+@dataclass(frozen=True)
+class OpenedBackend:
+    predict: Predict
+    runtime: str  # what really runs, e.g. "ai-edge-litert 2.3.0 (XNNPACK)"
+    timed: bool = True  # False: its latency says nothing about the target (reference evaluator)
+    note: str = ""
+
+
+def open_backend(backend: Backend, out_dir: Path, threads: int, manifest: dict) -> OpenedBackend:
     if backend.format == "pytorch":
         return _open_pytorch(manifest, threads)
     path = out_dir / backend.artifact
@@ -82,7 +90,7 @@ def open_backend(backend: Backend, out_dir: Path, threads: int, manifest: dict) 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return (lambda x: session.run(None, {INPUT_NAME: x})[0]), f"onnxruntime {_version('onnxruntime')} CPU"
+        return OpenedBackend(lambda x: session.run(None, {INPUT_NAME: x})[0], f"onnxruntime {_version('onnxruntime')} CPU")
     if backend.format == "tflite":
         interpreter_class, label = _tflite_interpreter_class()
         interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -91,36 +99,34 @@ def open_backend(backend: Backend, out_dir: Path, threads: int, manifest: dict) 
         def predict(x: np.ndarray) -> np.ndarray:
             return runner(**{INPUT_NAME: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})[OUTPUT_NAME]
 
-        return predict, label
+        return OpenedBackend(predict, label)
     if backend.format.startswith("coreml"):
-        from exporters.runtimes import coreml_can_predict
+        from exporters.runtimes import REFERENCE_EVALUATOR, coreml_can_predict
 
         can, reason = coreml_can_predict()
-        if not can:
-            raise NotMeasured(reason)
-        import coremltools as ct
+        if can:
+            import coremltools as ct
 
-        model = ct.models.MLModel(str(path))
-        return (lambda x: model.predict({INPUT_NAME: x})[OUTPUT_NAME]), f"Core ML (coremltools {ct.__version__})"
+            model = ct.models.MLModel(str(path))
+            return OpenedBackend(lambda x: model.predict({INPUT_NAME: x})[OUTPUT_NAME],
+                                 f"Core ML (coremltools {ct.__version__})")
+        from exporters.coreml_reference import load_coreml
+
+        graph = load_coreml(path)
+        return OpenedBackend(graph.run, REFERENCE_EVALUATOR, timed=False,
+                             note=f"latency {reason}; parity by the {REFERENCE_EVALUATOR}")
     raise ValueError(f"no runner for format {backend.format!r}")
 
 
-class NotMeasured(Exception):
-    """This backend cannot run on this machine; the message says why."""
-
-
-def _open_pytorch(manifest: dict, threads: int) -> tuple[Predict, str]:
+def _open_pytorch(manifest: dict, threads: int) -> OpenedBackend:
     """Eager PyTorch on the same input contract as the artifacts (normalisation folded or not)."""
     import torch
 
+    from benchmarks.run import load_manifest_checkpoint
     from exporters.contract import fold_normalization
-    from models.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
-    loaded = load_checkpoint(manifest["checkpoint"]["path"], manifest["variant"] if manifest["variant"] != "custom"
-                             else None, manifest["spec"]["joints"], manifest["spec"]["num_upsample"])
-    if loaded.sha256 != manifest["checkpoint"]["sha256"]:
-        raise ValueError(f"checkpoint {loaded.path} changed since the export (sha256 differs from the manifest)")
+    loaded = load_manifest_checkpoint(manifest)
     model = loaded.build_model()
     if manifest["input"]["normalization_folded"]:
         model = fold_normalization(model)
@@ -129,4 +135,4 @@ def _open_pytorch(manifest: dict, threads: int) -> tuple[Predict, str]:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    return predict, f"torch {torch.__version__} eager"
+    return OpenedBackend(predict, f"torch {torch.__version__} eager")

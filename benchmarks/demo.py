@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from benchmarks.backends import NotMeasured, backends_from_manifest, open_backend
+from benchmarks.backends import backends_from_manifest, open_backend
 from exporters.contract import normalise
 from exporters.images import square_crops
 from models.errors import ConvNeXtPoseError
@@ -59,12 +59,9 @@ def run_demo(image: Path, out_dir: Path, output: Path | None = None, threads: in
     label = f" [{synthetic['kind']} weights]" if synthetic else ""
     panels = []
     for backend in backends_from_manifest(manifest):
-        try:
-            predict, runtime = open_backend(backend, out_dir, threads, manifest)
-        except NotMeasured as exc:
-            log.info("%s skipped: %s", backend.name, exc)
-            continue
-        joints = predict(x)[0] * to_px
+        opened = open_backend(backend, out_dir, threads, manifest)
+        runtime = "reference evaluator" if not opened.timed else opened.runtime
+        joints = opened.predict(x)[0] * to_px
         panels.append(draw_skeleton(crop, joints, manifest["joints"]["skeleton"], manifest["joints"]["names"],
                                     f"{backend.name} ({runtime.split(' (')[0]}){label}"))
     sheet = Image.new("RGB", (PANEL * len(panels), PANEL), (255, 255, 255))

@@ -61,33 +61,27 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     import json
     from pathlib import Path
 
-    import torch
-
+    from benchmarks.run import load_manifest_checkpoint
     from exporters.contract import normalise
     from exporters.images import parity_inputs
-    from exporters.runtimes import coreml_can_predict, run_coreml, run_onnx, run_tflite
+    from exporters.runtimes import coreml_runner, run_onnx, run_tflite
     from exporters.tolerances import tolerance_for
-    from exporters.verify import compare_joints
-    from models.checkpoint import load_checkpoint
+    from exporters.verify import compare_joints, reference_joints
 
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text())
-    spec = manifest["spec"]
-    loaded = load_checkpoint(manifest["checkpoint"]["path"], None, spec["joints"], spec["num_upsample"])
+    loaded = load_manifest_checkpoint(manifest)
     inputs = parity_inputs(loaded.spec.input_size, images_dir, seed)
-    with torch.no_grad():
-        reference = loaded.build_model()(torch.from_numpy(normalise(inputs.images))).numpy()
+    reference = reference_joints(loaded, inputs.images)
     fed = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
-    runners = {"onnx": run_onnx, "onnx-simplified": run_onnx, "tflite": run_tflite}
-    if coreml_can_predict()[0]:
-        runners.update({"coreml-mlmodel": run_coreml, "coreml-mlpackage": run_coreml})
+    evaluate_coreml, evaluated_by = coreml_runner()
+    runners = {"onnx": run_onnx, "onnx-simplified": run_onnx, "tflite": run_tflite,
+               "coreml-mlmodel": evaluate_coreml, "coreml-mlpackage": evaluate_coreml}
     checks = []
     for art in manifest["artifacts"]:
-        run = runners.get(art["format"])
-        if run is None:
-            checks.append({"file": art["file"], "status": "not measured"})
-            continue
-        joints = run(out_dir / art["file"], fed) if run is run_coreml else run(out_dir / art["file"], fed, threads)
+        run = runners[art["format"]]
+        joints = run(out_dir / art["file"], fed) if run is evaluate_coreml else run(out_dir / art["file"], fed, threads)
         report = compare_joints(joints, reference, loaded.spec, tolerance_for(art["format"], art["precision"]))
-        checks.append({"file": art["file"], **report.to_dict()})
+        by = {"evaluated_by": evaluated_by} if run is evaluate_coreml else {}
+        checks.append({"file": art["file"], **report.to_dict(), **by})
     return checks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STATUS_MARK = {"passed": "✅", "not measured": "❎", "failed": "❌"}
+STATUS_MARK = {"passed": "✅", "parity only": "❎", "failed": "❌"}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -31,9 +31,9 @@ def markdown(bench: dict) -> str:
     for row in bench["backends"]:
         lat, par = row.get("latency"), row.get("parity_photos")
         mark = STATUS_MARK[row["status"]]
-        if row["status"] != "passed" and row.get("reason"):
+        if row.get("reason"):
             notes.append(f"- {row['backend']}: {row['reason']}")
-        elif row["status"] == "failed" and row.get("parity_gate"):
+        if row["status"] == "failed" and row.get("parity_gate"):
             g = row["parity_gate"]
             notes.append(f"- {row['backend']}: max |d| {g['max_abs_px']:.3g} px > tolerance {g['tolerance_px']:g}")
         lines.append(

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from exporters import to_coreml, to_onnx, to_tflite
-from exporters.contract import InputContract, fold_normalization, normalise
+from exporters.contract import InputContract, fold_normalization
 from exporters.images import REPO_ROOT, InputSet, parity_inputs
 from exporters.manifest import (
     MANIFEST_NAME,
@@ -32,10 +31,11 @@ from exporters.manifest import (
     read_manifest,
     write_json_atomic,
 )
-from exporters.runtimes import coreml_can_predict, run_coreml, run_onnx, run_tflite
+from exporters.mobile_graph import for_xnnpack
+from exporters.runtimes import coreml_runner, run_onnx, run_tflite
 from exporters.simplify import simplify_onnx
 from exporters.tolerances import tolerance_for
-from exporters.verify import compare_joints
+from exporters.verify import compare_joints, reference_joints
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.errors import ConvNeXtPoseError, ExportError
 from models.network import ConvNeXtPose
@@ -65,11 +65,11 @@ class ExportOptions:
     threads: int = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
     out_dir: Path
     manifest: dict
-    artifacts: list[Artifact] = field(default_factory=list)
+    artifacts: list[Artifact]
 
 
 @dataclass
@@ -86,27 +86,24 @@ class _Run:
     metadata: dict[str, str]
     stem: str
     artifacts: list[Artifact] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def artifact_inputs(self) -> np.ndarray:
         return self.contract.prepare(self.inputs.images)
 
-    def verify(self, path: Path, fmt: str, precision: str, layout: str, run: Callable | None,
-               details: dict | None = None, not_measured: str = "") -> Artifact:
-        if run is None:
-            parity = {"status": "not measured", "reason": not_measured}
-        else:
-            report = compare_joints(run(path, self.artifact_inputs), self.reference, self.loaded.spec,
-                                    tolerance_for(fmt, precision))
-            parity = report.to_dict()
-            if not report.passed:
-                raise ExportError(
-                    f"parity check failed for {path.name} ({fmt} {precision}): max |delta| "
-                    f"{report.max_abs_px:.4g} heatmap px > tolerance {report.tolerance_px:g} "
-                    f"(mean {report.mean_abs_px:.4g}, {report.max_abs_input_px:.4g} input px, "
-                    f"{report.max_abs_depth_mm:.4g} mm) over {report.n_inputs} inputs"
-                )
+    def verify(self, path: Path, fmt: str, precision: str, layout: str, run: Callable,
+               details: dict | None = None, evaluated_by: str | None = None) -> Artifact:
+        report = compare_joints(run(path, self.artifact_inputs), self.reference, self.loaded.spec,
+                                tolerance_for(fmt, precision))
+        parity = report.to_dict() | ({"evaluated_by": evaluated_by} if evaluated_by else {})
+        if not report.passed:
+            raise ExportError(
+                f"parity check failed for {path.name} ({fmt} {precision}"
+                f"{', ' + evaluated_by if evaluated_by else ''}): max |delta| "
+                f"{report.max_abs_px:.4g} heatmap px > tolerance {report.tolerance_px:g} "
+                f"(mean {report.mean_abs_px:.4g}, {report.max_abs_input_px:.4g} input px, "
+                f"{report.max_abs_depth_mm:.4g} mm) over {report.n_inputs} inputs"
+            )
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
@@ -123,12 +120,6 @@ def default_checkpoint(variant: str, joints: int, seed: int) -> Path:
     return path
 
 
-def _reference_joints(loaded: LoadedCheckpoint, inputs: InputSet) -> np.ndarray:
-    model = loaded.build_model()
-    with torch.no_grad():
-        return model(torch.from_numpy(normalise(inputs.images))).numpy()
-
-
 # ---- stages ------------------------------------------------------------------------------------
 def _stage_onnx(run: _Run) -> None:
     o = run.options
@@ -143,29 +134,29 @@ def _stage_onnx(run: _Run) -> None:
 
 def _stage_tflite(run: _Run) -> None:
     o = run.options
-    simplified = run.staging / f"{run.stem}.sim.onnx"
-    if not simplified.exists():  # tflite without the onnx stage: make the ONNX privately
-        simplified = run.staging / ".work" / "model.sim.onnx"
-        simplified.parent.mkdir(exist_ok=True)
-        to_onnx.export_onnx(run.model, run.contract, simplified, run.metadata, o.opset, False)
-        simplify_onnx(simplified, simplified, o.simplifier, run.metadata)
+    # TFLite gets its own ONNX, from a graph rewritten for XNNPACK's fast kernels (mobile_graph.py).
+    mobile_model, rewrites = for_xnnpack(run.model)
+    work = run.staging / ".work" / "tflite"
+    work.mkdir(parents=True)
+    onnx_path = work / "mobile.onnx"
+    to_onnx.export_onnx(mobile_model, run.contract, onnx_path, run.metadata, o.opset, False)
+    simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata)
     photos = run.inputs.images[[not s.startswith("random:") for s in run.inputs.sources]]
-    saved_model = to_tflite.onnx_to_saved_model(simplified, run.staging / ".work" / "tflite", photos)
+    saved_model = to_tflite.onnx_to_saved_model(onnx_path, work, photos)
     for precision in to_tflite.PRECISIONS:
         path = run.staging / f"{run.stem}_{precision}.tflite"
         path.write_bytes(to_tflite.embed_metadata(to_tflite.saved_model_to_tflite(saved_model, precision), run.metadata))
         ops = to_tflite.check_builtin_only(path)
         run.verify(path, "tflite", precision, "NHWC", lambda p, x: run_tflite(p, x, o.threads),
-                   {"ops": ops, "signature": to_tflite.SIGNATURE_KEY})
+                   {"ops": ops, "signature": to_tflite.SIGNATURE_KEY, "graph_rewrites": rewrites})
 
 
 def _stage_coreml(run: _Run) -> None:
-    can_predict, reason = coreml_can_predict()
+    evaluate, evaluated_by = coreml_runner()
     for target in (to_coreml.MLPACKAGE, to_coreml.MLMODEL):
         path = run.staging / f"{run.stem}{target.suffix}"
         details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata)
-        run.verify(path, target.format, target.precision, "NCHW", run_coreml if can_predict else None, details,
-                   not_measured=reason)
+        run.verify(path, target.format, target.precision, "NCHW", evaluate, details, evaluated_by)
 
 
 STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "tflite": _stage_tflite, "coreml": _stage_coreml}
@@ -211,7 +202,7 @@ def run_export(options: ExportOptions) -> ExportResult:
     contract = InputContract.for_spec(spec, options.fold_normalization)
     model = fold_normalization(loaded.build_model()) if options.fold_normalization else loaded.build_model()
     inputs = parity_inputs(spec.input_size, options.images_dir, options.seed)
-    reference = _reference_joints(loaded, inputs)
+    reference = reference_joints(loaded, inputs.images)
     timings["load"] = time.perf_counter() - start
     log.info("loaded %s (%s, %s params); verification set: %d inputs", loaded.path, spec.name,
              f"{spec.params:,}", len(inputs))
@@ -250,19 +241,18 @@ def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckp
     notes = []
     for a in artifacts:
         p = a.parity
-        measured = "max_abs_px" in p
-        rows.append((
-            a.file, a.format, a.precision, f"{a.layout} {'x'.join(map(str, a.input_shape))}", f"{a.bytes / 1e6:.1f}",
-            f"{p['max_abs_px']:.2e}" if measured else "-",
-            f"{p['max_abs_input_px']:.2e}" if measured else "-",
-            p["status"] if measured else "not measured*",
-        ))
-        if not measured and p["reason"] not in notes:
-            notes.append(p["reason"])
+        mark = ""
+        if p.get("evaluated_by"):
+            if p["evaluated_by"] not in notes:
+                notes.append(p["evaluated_by"])
+            mark = "*" * (notes.index(p["evaluated_by"]) + 1)
+        rows.append((a.file, a.format, a.precision, f"{a.layout} {'x'.join(map(str, a.input_shape))}",
+                     f"{a.bytes / 1e6:.1f}", f"{p['max_abs_px']:.2e}", f"{p['max_abs_input_px']:.2e}",
+                     p["status"] + mark))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     title = f"ConvNeXtPose {loaded.spec.name} -> {out_dir}"
     if loaded.synthetic:
         title += f"   [SYNTHETIC {loaded.synthetic['kind'].upper()} WEIGHTS]"
-    return "\n".join([title, *lines, *(f"* {n}" for n in notes)])
+    return "\n".join([title, *lines, *(f"{'*' * (i + 1)} parity by the {n}" for i, n in enumerate(notes))])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,6 +35,18 @@ def run_tflite(path: Path, inputs_nchw: np.ndarray, threads: int = 2) -> np.ndar
     runner = tflite_interpreter(path, threads).get_signature_runner("serving_default")
     outs = [runner(**{INPUT_NAME: x.transpose(1, 2, 0)[None].copy()}) for x in inputs_nchw]
     return np.concatenate([o["joints"] for o in outs])
+
+
+REFERENCE_EVALUATOR = "reference evaluator (saved spec read back and run op by op in PyTorch; not Core ML)"
+
+
+def coreml_runner() -> tuple[Callable[[Path, np.ndarray], np.ndarray], str]:
+    """Core ML itself on macOS; elsewhere the independent reference evaluator, labelled as such."""
+    if coreml_can_predict()[0]:
+        return run_coreml, "Core ML runtime (MLModel.predict)"
+    from exporters.coreml_reference import evaluate_coreml
+
+    return evaluate_coreml, REFERENCE_EVALUATOR
 
 
 def coreml_can_predict() -> tuple[bool, str]:

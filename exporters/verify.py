@@ -6,7 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.checkpoint import LoadedCheckpoint
 from models.spec import BBOX_3D_DEPTH_MM, ModelSpec
+
+
+def reference_joints(loaded: LoadedCheckpoint, rgb01: np.ndarray) -> np.ndarray:
+    """The PyTorch fp32 reference: the checkpoint's own model on ImageNet-normalised RGB."""
+    import torch
+
+    from exporters.contract import normalise
+
+    with torch.no_grad():
+        return loaded.build_model()(torch.from_numpy(normalise(rgb01))).numpy()
 
 
 @dataclass(frozen=True)

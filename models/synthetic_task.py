@@ -193,7 +193,8 @@ def draw_figure(
     for mean_depth, a, b, radius, slot, side in sorted(parts, key=lambda p: -p[0]):  # painter's order
         shade = (_LEFT_SHADE if side > 0 else 1.0) * min(max(1 - 0.25 * mean_depth / 1000, 0.7), 1.3)
         colour = tuple(min(int(c * shade), 255) for c in palette[slot])
-        ra, rb = radius * proj.px_per_mm[a], radius * proj.px_per_mm[b]
+        # at least 1 px, so limb ends (the joints) stay visible on small inputs
+        ra, rb = max(radius * proj.px_per_mm[a], 1.0), max(radius * proj.px_per_mm[b], 1.0)
         _capsule(draw, pts[a], pts[b], ra, rb, colour)
         _capsule(mask_draw, pts[a], pts[b], ra, rb, 255)
     if rng.random() < 0.5:  # soften the aliased edges sometimes, as a camera would

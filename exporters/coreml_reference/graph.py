@@ -76,10 +76,12 @@ class Graph:
                 try:
                     result = node.kernel(*args)
                 except Exception as exc:  # name the op: a bare torch shape error says nothing about the model
-                    raise ExportError(f"Core ML reference evaluator: op {node.op_type!r} ({node.name!r}) failed: {exc}") from exc
+                    raise ExportError(f"Core ML reference evaluator: op {node.op_type!r} ({node.name!r}) "
+                                      f"failed: {exc}") from exc
                 results = result if isinstance(result, tuple) else (result,)
                 if len(results) != len(node.outputs):
-                    raise ExportError(f"op {node.op_type!r} ({node.name!r}) gave {len(results)} outputs, the model declares {len(node.outputs)}")
+                    raise ExportError(f"op {node.op_type!r} ({node.name!r}) gave {len(results)} outputs, "
+                                      f"the model declares {len(node.outputs)}")
                 for name, value, dtype in zip(node.outputs, results, node.out_dtypes):
                     env[name] = value.to(dtype) if dtype is not None and torch.is_tensor(value) else value
         return env[self.output_name].float().numpy()

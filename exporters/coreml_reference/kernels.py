@@ -51,7 +51,7 @@ def batch_norm(x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, gamm
 # ---- bilinear resizing ------------------------------------------------------------------------
 # Sampling grids as documented for MIL upsample_bilinear/resize_bilinear and NeuralNetwork
 # UpsampleLayerParams/SamplingMode: output index i samples input coordinate grid[i], clamped to [0, n_in - 1].
-GRID_MODES = ("align_corners", "align_corners_centred", "default", "half_pixel", "offset_corners", "asymmetric")
+GRID_MODES = ("align_corners", "align_corners_centred", "default", "half_pixel", "offset_corners")
 
 
 def sample_grid(n_in: int, n_out: int, mode: str) -> torch.Tensor:
@@ -61,16 +61,14 @@ def sample_grid(n_in: int, n_out: int, mode: str) -> torch.Tensor:
             grid = torch.full((1,), (n_in - 1) / 2 if mode == "align_corners_centred" else 0.0, dtype=torch.float64)
         else:
             grid = i * (n_in - 1) / (n_out - 1)
-    elif mode == "default":  # TF align_corners=False, half_pixel_centers=False, stretched to the last pixel
-        grid = i * (n_in - n_in / n_out) / (n_out - 1) if n_out > 1 else torch.zeros(1, dtype=torch.float64)
+    elif mode == "default":  # (n_in - n_in/n_out)/(n_out - 1) spacing = i * n_in/n_out: TF's legacy, non-half-pixel
+        grid = i * n_in / n_out
     elif mode == "half_pixel":  # PyTorch align_corners=False
         spacing = n_in / n_out
         grid = i * spacing + 0.5 * spacing - 0.5
     elif mode == "offset_corners":
         delta = max(1, n_in - 1) / n_out
         grid = 0.5 * delta + i * delta
-    elif mode == "asymmetric":  # TF align_corners=False, half_pixel_centers=False
-        grid = i * n_in / n_out
     else:
         raise ValueError(f"unknown bilinear sampling mode {mode!r}; expected one of {GRID_MODES}")
     return grid.clamp(0, n_in - 1)

@@ -143,9 +143,9 @@ class MilOp:
             raise ExportError(f"op {self.type!r} ({self.name!r}) lacks its input {key!r}")
         self.runtime += self._args[key]
 
-    def tensors(self, key: str) -> int:
+    def tensors(self, key: str) -> None:
+        """Make every argument of the variadic input `key` the next positional arguments."""
         self.tensor(key)
-        return len(self._args[key])
 
 
 def _op_name(op: Any) -> str:
@@ -236,14 +236,17 @@ def _upsample_bilinear(op: MilOp) -> Kernel:
     half_pixel = bool(op.param("half_pixel_centers", not align_corners))  # iOS16+; defaults to !align_corners
     if align_corners and half_pixel:
         raise op.unsupported("align_corners and half_pixel_centers both true")
-    mode = "align_corners" if align_corners else "half_pixel" if half_pixel else "asymmetric"
+    mode = "align_corners" if align_corners else "half_pixel" if half_pixel else "default"
     op.tensor("x")
     declared = op.out_shapes[0]
 
     def upsample(x: torch.Tensor) -> torch.Tensor:
         # Output size is floor(in * scale) (MIL docs); the declared shape settles float rounding
         # (6 * float32(7/6) floors to 6). The grid is then recomputed from the two sizes.
-        out_h, out_w = declared[-2:] if declared else (math.floor(x.shape[-2] * scale_h), math.floor(x.shape[-1] * scale_w))
+        if declared:
+            out_h, out_w = declared[-2:]
+        else:
+            out_h, out_w = math.floor(x.shape[-2] * scale_h), math.floor(x.shape[-1] * scale_w)
         return kernels.resize_bilinear(x, out_h, out_w, mode)
 
     return upsample
@@ -280,7 +283,7 @@ def _transpose(op: MilOp) -> Kernel:
 
 @_reads("expand_dims")
 def _expand_dims(op: MilOp) -> Kernel:
-    axes = sorted(int(a) for a in op.param("axes"))
+    axes = [int(a) for a in op.param("axes")]
     op.tensor("x")
 
     def expand_dims(x: torch.Tensor) -> torch.Tensor:

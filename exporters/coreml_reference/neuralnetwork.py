@@ -117,10 +117,9 @@ def _fold(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xs: tuple[to
     return out
 
 
-@_reads("addBroadcastable", "subtractBroadcastable", "multiplyBroadcastable", "divideBroadcastable")
+@_reads("multiplyBroadcastable", "divideBroadcastable")
 def _broadcastable(layer: Any, p: Any) -> Kernel:
-    return {"addBroadcastable": torch.add, "subtractBroadcastable": torch.sub,
-            "multiplyBroadcastable": torch.mul, "divideBroadcastable": torch.div}[layer.WhichOneof("layer")]
+    return {"multiplyBroadcastable": torch.mul, "divideBroadcastable": torch.div}[layer.WhichOneof("layer")]
 
 
 @_reads("upsample")
@@ -201,19 +200,10 @@ def _inner_product(layer: Any, p: Any) -> Kernel:
 def _batched_matmul(layer: Any, p: Any) -> Kernel:
     if p.int8DynamicQuantize:
         raise _unsupported(layer, "int8 dynamic quantisation")
+    if len(layer.input) != 2:  # the converter writes constant weights as innerProduct instead
+        raise _unsupported(layer, "weights stored in the layer")
     transpose_a, transpose_b = p.transposeA, p.transposeB
-    if len(layer.input) == 2:
-        return lambda a, b: kernels.matmul(a, b, transpose_a, transpose_b)
-    rows, cols = p.weightMatrixFirstDimension, p.weightMatrixSecondDimension
-    # Stored transposed, (cols, rows), by coremltools' builder; y = x @ W with W of shape (rows, cols).
-    weight = _weights(p.weights, (cols, rows), layer, "weights").T.contiguous()
-    bias = _weights(p.bias, (cols,), layer, "bias") if p.hasBias else None
-
-    def batched_matmul(x: torch.Tensor) -> torch.Tensor:
-        y = kernels.matmul(x, weight, transpose_a, False)
-        return y + bias if bias is not None else y
-
-    return batched_matmul
+    return lambda a, b: kernels.matmul(a, b, transpose_a, transpose_b)
 
 
 @_reads("concatND", "concat")

@@ -18,9 +18,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from exporters.contract import InputContract, fold_normalization
-from exporters.coreml_reference import UnsupportedOpError, declared_precision, evaluate_coreml, kernels, load_coreml
+from exporters.coreml_reference import (
+    UnsupportedOpError,
+    declared_precision,
+    evaluate_coreml,
+    kernels,
+    load_coreml,
+)
 from exporters.images import parity_inputs
-from exporters.to_coreml import MLMODEL, MLPACKAGE, CoreMLTarget, export_coreml
+from exporters.to_coreml import MLMODEL, MLPACKAGE, export_coreml
 from exporters.tolerances import tolerance_for
 from models.errors import ExportError
 from models.network import ConvNeXtPose
@@ -106,6 +112,20 @@ def test_an_fp32_ml_program_is_evaluated_in_fp32(tiny, tmp_path):
     assert max_px(evaluate_coreml(path, tiny.inputs), tiny.reference) <= FP32_PARITY_PX
 
 
+def test_fp16_weights_in_an_mlmodel_are_read(tiny, tmp_path):
+    """A NeuralNetwork with half-precision weights (float16Value): fp16 weights, fp32 compute."""
+    from coremltools.models.neural_network import quantization_utils
+
+    mlmodel = ct.models.MLModel(str(tiny.mlmodel), skip_model_load=True)
+    quantization_utils.quantize_weights(mlmodel, nbits=16).save(str(tmp_path / "half.mlmodel"))
+    layers = ct.utils.load_spec(str(tmp_path / "half.mlmodel")).neuralNetwork.layers
+    assert len(layers[0].convolution.weights.float16Value) and not len(layers[0].convolution.weights.floatValue)
+    assert declared_precision(tmp_path / "half.mlmodel") == "fp32"
+    error = max_px(evaluate_coreml(tmp_path / "half.mlmodel", tiny.inputs), tiny.reference)
+    log.info("tiny .mlmodel with fp16 weights: max |delta| %.3f heatmap px", error)
+    assert FP32_PARITY_PX < error <= FP16_TOLERANCE_PX
+
+
 def test_xs_both_formats_match_pytorch(tmp_path):
     xs = export_variant(REGISTRY["XS"], tmp_path, n_inputs=2)
     fp32 = max_px(evaluate_coreml(xs.mlmodel, xs.inputs), xs.reference)
@@ -176,11 +196,14 @@ OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), (1, 4, 6, 6)),
     "conv_depthwise": (lambda: nn.Conv2d(4, 4, 7, padding=3, groups=4), (1, 4, 6, 6)),
     "conv_grouped_dilated": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, bias=False), (1, 4, 6, 6)),
+    "conv_same_even_kernel": (lambda: nn.Conv2d(4, 4, 4, padding="same"), (1, 4, 6, 6)),
     "batchnorm": (_batchnorm, (1, 4, 6, 6)),
     "upsample_x2_align_corners": (lambda: nn.UpsamplingBilinear2d(scale_factor=2), (1, 4, 6, 6)),
     "upsample_x2_half_pixel": (lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), (1, 4, 6, 6)),
-    "resize_7x5_align_corners": (lambda: Fn(lambda x: F.interpolate(x, size=(7, 5), mode="bilinear", align_corners=True)), (1, 4, 6, 6)),
-    "resize_7x5_half_pixel": (lambda: Fn(lambda x: F.interpolate(x, size=(7, 5), mode="bilinear", align_corners=False)), (1, 4, 6, 6)),
+    "resize_7x5_align_corners": (lambda: Fn(lambda x: F.interpolate(x, (7, 5), mode="bilinear", align_corners=True)),
+                                 (1, 4, 6, 6)),
+    "resize_7x5_half_pixel": (lambda: Fn(lambda x: F.interpolate(x, (7, 5), mode="bilinear", align_corners=False)),
+                              (1, 4, 6, 6)),
     "softmax_channels": (lambda: nn.Softmax(dim=1), (1, 4, 6, 6)),
     "reshape_softmax_reshape": (lambda: Fn(_softmax_over_groups), (1, 4, 6, 6)),
     "transpose_reshape": (lambda: Fn(lambda x: x.permute(0, 2, 3, 1).reshape(1, 36, 4)), (1, 4, 6, 6)),
@@ -188,7 +211,11 @@ OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "linear": (lambda: nn.Linear(8, 3), (1, 5, 8)),
     "reductions": (lambda: Fn(lambda x: x.sum(dim=(2, 3)) * x.mean(dim=1).amax(dim=(1, 2))[:, None]), (1, 4, 6, 6)),
     "residual_add_mul": (lambda: Fn(lambda x: x + torch.relu(x) * x), (1, 4, 6, 6)),
-    "concat_arithmetic": (lambda: Fn(lambda x: torch.cat([x, x * 2 - 1], dim=1) / 3 - torch.cat([x.sigmoid(), x.tanh()], dim=1)), (1, 4, 6, 6)),
+    "broadcast_arithmetic": (lambda: Fn(lambda x: (x - x.mean(dim=1, keepdim=True)) / (x.amax(dim=1, keepdim=True) + 5)
+                                        * x.sum(dim=2, keepdim=True)), (1, 4, 6, 6)),
+    "squeeze": (lambda: Fn(lambda x: x.sum(dim=3, keepdim=True).squeeze(3)), (1, 4, 6, 6)),
+    "concat_arithmetic": (lambda: Fn(lambda x: torch.cat([x, x * 2 - 1], dim=1) / 3
+                                     - torch.cat([x.sigmoid(), x.tanh()], dim=1)), (1, 4, 6, 6)),
 }
 FORMATS = ("mlprogram", "neuralnetwork")
 
@@ -232,6 +259,35 @@ def test_op_matches_torch(converted_ops, case, convert_to):
     np.testing.assert_allclose(got, expected.numpy(), atol=2e-5, rtol=1e-5)
 
 
+GRID_OF_SAMPLING_MODE = {"STRICT_ALIGN_CORNERS": "align_corners", "ALIGN_CORNERS": "align_corners_centred",
+                         "DEFAULT": "default", "OFFSET_CORNERS": "offset_corners", "UNALIGN_CORNERS": "half_pixel"}
+
+
+@pytest.mark.parametrize(
+    ("sampling_mode", "convert_to"),
+    [(m, f) for m in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "DEFAULT", "OFFSET_CORNERS", "UNALIGN_CORNERS")
+     for f in FORMATS if (m, f) != ("UNALIGN_CORNERS", "neuralnetwork")],  # no UNALIGN_CORNERS in NeuralNetwork
+)
+def test_resize_bilinear_sampling_modes_are_read(sampling_mode, convert_to, tmp_path):
+    """resize_bilinear (MIL) / resizeBilinear (NN), which the torch converter never emits, built directly."""
+    from coremltools.converters.mil import Builder as mb
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 2, 4, 5))], opset_version=ct.target.iOS15)
+    def program(x):
+        return mb.resize_bilinear(x=x, target_size_height=7, target_size_width=3, sampling_mode=sampling_mode,
+                                  name="y")
+
+    kwargs = {"compute_precision": ct.precision.FLOAT32} if convert_to == "mlprogram" else {}
+    path = tmp_path / ("m.mlpackage" if convert_to == "mlprogram" else "m.mlmodel")
+    ct.convert(program, convert_to=convert_to, **kwargs).save(str(path))
+    x = torch.randn(1, 2, 4, 5)
+    got = torch.from_numpy(evaluate_coreml(path, x.numpy()))
+    torch.testing.assert_close(got, kernels.resize_bilinear(x, 7, 3, GRID_OF_SAMPLING_MODE[sampling_mode]))
+    if sampling_mode in ("STRICT_ALIGN_CORNERS", "UNALIGN_CORNERS"):  # the two torch has
+        torch.testing.assert_close(got, F.interpolate(x, size=(7, 3), mode="bilinear",
+                                                      align_corners=sampling_mode == "STRICT_ALIGN_CORNERS"))
+
+
 def test_fp16_program_rounds_weights_and_activations_to_fp16(tmp_path):
     """An fp16 conv is the fp32 conv of fp16-rounded input and weights, rounded to fp16 again."""
     torch.manual_seed(0)
@@ -247,6 +303,7 @@ def test_fp16_program_rounds_weights_and_activations_to_fp16(tmp_path):
     with torch.no_grad():
         emulated = half(F.conv2d(half(x), half(conv.weight), half(conv.bias), padding=1))
         exact = conv(x)
+    np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))  # fp16 values, returned as fp32
     np.testing.assert_allclose(got, emulated.numpy(), rtol=2e-3, atol=2e-3)  # one fp16 ulp of summation order
     assert np.abs(got - exact.numpy()).max() > 1e-4, "the fp16 rounding did not happen"
 
@@ -279,6 +336,11 @@ def _mil_ops(spec):
 
 def _mil_const(spec, name: str):
     return next(op for op in _mil_ops(spec) if op.type == "const" and op.outputs[0].name == name)
+
+
+def _const_value(spec, op, key: str):
+    """The (mutable) immediate tensor value of the const bound to op's input `key`."""
+    return _mil_const(spec, op.inputs[key].arguments[0].name).attributes["val"].immediateValue.tensor
 
 
 def test_flipped_align_corners_in_mlmodel_is_caught(tiny, tmp_path):
@@ -344,7 +406,7 @@ def test_scaled_weight_in_mlmodel_spec_is_caught(tiny, tmp_path):
 def test_softmax_over_the_wrong_axis_is_caught(tiny, tmp_path):
     spec = ct.utils.load_spec(str(tiny.mlpackage))
     softmax = next(op for op in _mil_ops(spec) if op.type == "softmax")
-    axis = _mil_const(spec, softmax.inputs["axis"].arguments[0].name).attributes["val"].immediateValue.tensor.ints
+    axis = _const_value(spec, softmax, "axis").ints
     assert list(axis.values) == [2]
     axis.values[0] = 1  # over the joints instead of the voxels of one joint
     path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "axis.mlpackage")
@@ -356,10 +418,11 @@ def test_swapped_transpose_perm_is_caught(converted_ops, convert_to, tmp_path):
     path, x, expected = converted_ops("transpose_reshape", convert_to)
     spec = ct.utils.load_spec(str(path))
     if convert_to == "neuralnetwork":
-        perm = next(layer.transpose.axes for layer in spec.neuralNetwork.layers if layer.WhichOneof("layer") == "transpose")
+        perm = next(layer.transpose.axes for layer in spec.neuralNetwork.layers
+                    if layer.WhichOneof("layer") == "transpose")
     else:
         op = next(op for op in _mil_ops(spec) if op.type == "transpose")
-        perm = _mil_const(spec, op.inputs["perm"].arguments[0].name).attributes["val"].immediateValue.tensor.ints.values
+        perm = _const_value(spec, op, "perm").ints.values
     assert list(perm) == [0, 2, 3, 1]
     perm[1], perm[2] = 3, 2  # (0, 3, 2, 1): the same shape for a square input, a transposed image
     mutated = _save(spec, path, tmp_path, convert_to)
@@ -375,7 +438,7 @@ def test_swapped_reshape_target_is_caught(converted_ops, convert_to, tmp_path):
                       if layer.WhichOneof("layer") == "reshapeStatic")
     else:
         op = next(op for op in _mil_ops(spec) if op.type == "reshape")
-        target = _mil_const(spec, op.inputs["shape"].arguments[0].name).attributes["val"].immediateValue.tensor.ints.values
+        target = _const_value(spec, op, "shape").ints.values
     assert list(target)[-2:] == [4, 36]
     target[-2], target[-1] = 36, 4  # softmax then runs over groups of 4 instead of 36
     mutated = _save(spec, path, tmp_path, convert_to)
@@ -415,3 +478,13 @@ def test_unknown_nn_layer_is_named(tiny, tmp_path, mutate):
     ct.utils.save_spec(spec, str(tmp_path / "unknown.mlmodel"))
     with pytest.raises(UnsupportedOpError, match=f"'{expected}'.*'{layer.name}'"):
         evaluate_coreml(tmp_path / "unknown.mlmodel", tiny.inputs[:1])
+
+
+def test_an_op_input_it_does_not_understand_is_refused(tiny, tmp_path):
+    """A known op with an extra input (as a newer opset might add) is refused, not run without it."""
+    spec = ct.utils.load_spec(str(tiny.mlpackage))
+    upsample = next(op for op in _mil_ops(spec) if op.type == "upsample_bilinear")
+    upsample.inputs["antialias"].arguments.add().name = upsample.inputs["align_corners"].arguments[0].name
+    path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "extra.mlpackage")
+    with pytest.raises(UnsupportedOpError, match="'upsample_bilinear'.*antialias"):
+        evaluate_coreml(path, tiny.inputs[:1])
