@@ -129,13 +129,22 @@ def sample_camera_pose(rng: np.random.Generator) -> Pose3D:
 
 
 def project_into_crop(
-    pose: Pose3D, size: int, rng: np.random.Generator, fill: tuple[float, float] = (0.6, 0.9), margin: float = 0.05
+    pose: Pose3D,
+    size: int,
+    rng: np.random.Generator,
+    reach: float | None = None,
+    fill: tuple[float, float] = (0.6, 0.9),
+    margin: float = 0.05,
 ) -> Projection:
-    """Perspective projection, then scale/shift so the figure fills ``fill`` of the crop, fully inside.
+    """Perspective projection, then scale/shift so the figure fills ``fill`` of the usable span.
 
-    The crop is a bounding-box crop as in ConvNeXtPose's pre-processing: the figure's size in px does
-    not tell its distance, while depth stays in mm relative to the root.
+    Joints land in [margin*size, reach - margin*size]; ``reach`` (default size - 1) is the largest
+    coordinate the network can output: (W - 1) * size / W for a W-pixel heatmap, since
+    x_hm = x_px * W / size. The crop is a bounding-box crop as in ConvNeXtPose's pre-processing:
+    the figure's size in px does not tell its distance, while depth stays in mm relative to the root.
     """
+    reach = size - 1 if reach is None else reach
+    low, span = margin * size, reach - 2 * margin * size
     pts = np.concatenate([pose.joints, pose.extra])
     uv = pts[:, :2] / pts[:, 2:3]  # focal length 1; the crop scale below absorbs it
     head = len(pose.joints) + EXTRA_POINTS.index("Head_Centre")
@@ -143,10 +152,9 @@ def project_into_crop(
     lo = np.minimum(uv.min(0), uv[head] - head_r)
     hi = np.maximum(uv.max(0), uv[head] + head_r)
     extent = float((hi - lo).max())
-    scale = size * rng.uniform(*fill) / extent
-    box = (hi - lo) * scale
-    free = size * (1 - 2 * margin) - box
-    offset = size * margin + rng.uniform(0, 1, 2) * np.maximum(free, 0) - lo * scale
+    scale = span * rng.uniform(*fill) / extent
+    free = span - (hi - lo) * scale
+    offset = low + rng.uniform(0, 1, 2) * np.maximum(free, 0) - lo * scale
     px = uv * scale + offset
     z_rel = pts[:, 2] - pose.joints[HUMAN36M.root, 2]
     n = len(pose.joints)

@@ -203,10 +203,18 @@ def draw_figure(
     return np.clip(out, 0, 255).astype(np.uint8), np.asarray(mask) > 0
 
 
-def render_sample(seed: int, index: int, size: int = 256, split: int = TRAIN, photo_dir: Path = PHOTO_DIR) -> Sample:
-    """Deterministic in (seed, split, index, size)."""
+def render_sample(
+    seed: int, index: int, size: int = 256, split: int = TRAIN, heatmap_size: int | None = None,
+    photo_dir: Path = PHOTO_DIR,
+) -> Sample:
+    """Deterministic in (seed, split, index, size, heatmap_size).
+
+    Joints stay where the soft-argmax can reach: x_hm <= W - 1 for a ``heatmap_size`` W
+    (default size / 8, the released XS and S stride).
+    """
     rng = sample_rng(seed, split, index)
-    proj = project_into_crop(sample_camera_pose(rng), size, rng)
+    w = heatmap_size or max(1, size // 8)
+    proj = project_into_crop(sample_camera_pose(rng), size, rng, reach=(w - 1) * size / w)
     background = render_background(rng, size, photo_dir)
     image, mask = draw_figure(background, proj, rng)
     return Sample(image, background, mask, proj.joints_px.astype(np.float32), proj.depth_mm.astype(np.float32))
@@ -228,7 +236,7 @@ def targets(joints_px: np.ndarray, depth_mm: np.ndarray, spec: ModelSpec) -> np.
 
 def render_batch(spec: ModelSpec, seed: int, start: int, n: int, split: int = TRAIN) -> Batch:
     """Samples start .. start+n-1 of a split, as tensors for ``spec`` (its input size and heatmap)."""
-    samples = [render_sample(seed, i, spec.input_size, split) for i in range(start, start + n)]
+    samples = [render_sample(seed, i, spec.input_size, split, spec.heatmap_size) for i in range(start, start + n)]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div_(255)
     joints = np.stack([s.joints_px for s in samples])
     t = targets(joints, np.stack([s.depth_mm for s in samples]), spec)

@@ -299,7 +299,7 @@ def evaluate_synthetic(model: ConvNeXtPose, n: int = 200, seed: int = 0, batch_s
 def save_sample_png(model: ConvNeXtPose, out: str | Path, seed: int = 0, index: int = 0) -> Path:
     """One evaluation-split image with the ground truth (green) and prediction (red) skeletons."""
     spec = model.spec
-    sample = render_sample(seed, index, spec.input_size, EVAL)
+    sample = render_sample(seed, index, spec.input_size, EVAL, spec.heatmap_size)
     images = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float().div(255)
     joints, _ = predict(model.eval(), images)
     pred_px = joints[0, :, :2].numpy() * spec.input_size / spec.heatmap_size

@@ -110,6 +110,11 @@ def test_tflite_contract_signature_builtin_ops_and_metadata(xs_export):
         assert not any(op.startswith("Flex") for op in ops) and "SOFTMAX" in ops
         meta = read_metadata(path)
         assert meta["checkpoint_sha256"] == load_checkpoint(ckpt).sha256
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    for art in (a for a in manifest["artifacts"] if a["format"] == "tflite"):
+        # the XNNPACK rewrite: 3 depthwise convs per block (12 XS blocks) + 3 in the head
+        assert "12 blocks" in art["details"]["graph_rewrites"][0]
+        assert art["details"]["ops"]["DEPTHWISE_CONV_2D"] == 3 * 12 + 3
         assert json.loads(meta["joint_names"])[0] == "Pelvis"
     assert METADATA_NAME
 
