@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from models.spec import spec_for
+from models.spec import ModelSpec, spec_for
 from models.synthetic import write_synthetic_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVNEXTPOSE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> ModelSpec:
+    """A network small enough for unit tests: 64 px input, 8x8x8 heatmaps, 5 joints."""
+    return ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
+                     depth_bins=8, joints=5, input_size=64)
 
 
 @pytest.fixture(scope="session")

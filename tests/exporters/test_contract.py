@@ -6,17 +6,12 @@ import torch
 from exporters.contract import InputContract, fold_normalization, normalise
 from exporters.images import load_images, parity_inputs, square_crops
 from models.network import build_model
-from models.spec import ModelSpec
 
 
-def _tiny() -> ModelSpec:
-    return ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
-                     depth_bins=8, joints=5, input_size=64)
 
-
-def test_folded_model_on_rgb_equals_original_on_normalised_input():
+def test_folded_model_on_rgb_equals_original_on_normalised_input(tiny_spec):
     torch.manual_seed(0)
-    model = build_model(_tiny())
+    model = build_model(tiny_spec)
     rgb = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
     with torch.no_grad():
         original = model(torch.from_numpy(normalise(rgb)))
@@ -27,8 +22,8 @@ def test_folded_model_on_rgb_equals_original_on_normalised_input():
                            fold_normalization(model).backbone.downsample_layers[0][0].weight)
 
 
-def test_contract_states_what_goes_in():
-    spec = _tiny()
+def test_contract_states_what_goes_in(tiny_spec):
+    spec = tiny_spec
     folded, plain = InputContract.for_spec(spec, True), InputContract.for_spec(spec, False)
     assert folded.value_range == (0.0, 1.0) and folded.to_dict()["normalization_folded"] is True
     assert plain.value_range[0] < -2 and plain.value_range[1] > 2.5

@@ -3,18 +3,13 @@
 import torch
 
 from models.network import build_model
-from models.spec import ModelSpec
 
 
-def _tiny() -> ModelSpec:
-    return ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
-                     depth_bins=8, joints=5, input_size=64)
 
-
-def test_soft_argmax_equals_the_official_formulation():
+def test_soft_argmax_equals_the_official_formulation(tiny_spec):
     """Official code: softmax over D*H*W, then marginal sums times arange per axis."""
     torch.manual_seed(0)
-    model = build_model(_tiny())
+    model = build_model(tiny_spec)
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         heat = model.heatmaps(x)
@@ -27,8 +22,8 @@ def test_soft_argmax_equals_the_official_formulation():
         assert torch.allclose(model(x), official, atol=1e-5)
 
 
-def test_upsampling_is_bilinear_align_corners():
-    model = build_model(_tiny())
+def test_upsampling_is_bilinear_align_corners(tiny_spec):
+    model = build_model(tiny_spec)
     up = model.head.deconv_layers_1.upsample
     x = torch.arange(4.0).reshape(1, 1, 2, 2)
     # align_corners=True keeps the corner values exactly.
@@ -38,6 +33,6 @@ def test_upsampling_is_bilinear_align_corners():
     assert isinstance(model.head.deconv_layers_3.upsample, torch.nn.Identity)
 
 
-def test_coordinate_table_is_not_in_the_state_dict():
-    model = build_model(_tiny())
+def test_coordinate_table_is_not_in_the_state_dict(tiny_spec):
+    model = build_model(tiny_spec)
     assert not any("coords" in k for k in model.state_dict())
