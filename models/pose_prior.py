@@ -118,10 +118,15 @@ def sample_body_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return p, extra
 
 
-def sample_camera_pose(rng: np.random.Generator) -> Pose3D:
-    """A random body pose seen from a random direction, in camera mm (pelvis 2.5-6 m away)."""
+def sample_camera_pose(rng: np.random.Generator, yaw_range: float = 100.0) -> Pose3D:
+    """A random body pose seen from a random direction, in camera mm (pelvis 2.5-6 m away).
+
+    Yaw within +-``yaw_range`` degrees of facing the camera (180: all around). Back views make
+    left/right a matter of subtle cues that a network trained for minutes cannot learn; its
+    heatmaps would then split between the two limbs.
+    """
     body, extra = sample_body_pose(rng)
-    r_global = rz(rng.uniform(-15, 15)) @ rx(rng.uniform(-20, 20)) @ ry(rng.uniform(-180, 180))
+    r_global = rz(rng.uniform(-15, 15)) @ rx(rng.uniform(-20, 20)) @ ry(rng.uniform(-yaw_range, yaw_range))
     to_camera = np.diag([1.0, -1.0, -1.0])  # body (left, up, facing) -> camera (right, down, away)
     shift = np.array([rng.uniform(-300, 300), rng.uniform(-300, 300), rng.uniform(2500, 6000)])
     rot = to_camera @ r_global

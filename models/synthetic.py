@@ -21,8 +21,8 @@ from models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 log = logging.getLogger(__name__)
 
 SYNTHETIC_EPOCH = 0
-_CALIBRATION_BATCHES = 4
-_CALIBRATION_BATCH_SIZE = 6
+_CALIBRATION_BATCHES = 2
+_CALIBRATION_BATCH_SIZE = 4
 _LOGIT_STD = 2.0  # std of final-layer logits: peaked but not one-hot heatmaps
 
 

@@ -45,6 +45,18 @@ _MIN_CONTRAST = 70  # L1 distance (0..765) between a figure colour and the mean 
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """How hard the task is; the defaults are the task the reference checkpoints are trained on."""
+
+    photo_prob: float = 0.4  # background: crop of a photo in data/people, else procedural
+    distractor_prob: float = 0.6  # random shapes (some limb-like) on the background
+    yaw_range: float = 100.0  # degrees either side of facing the camera
+
+
+DEFAULT_TASK = TaskConfig()
+
+
+@dataclass(frozen=True)
 class Sample:
     """One rendered crop with its ground truth."""
 
@@ -136,11 +148,14 @@ def _distractors(rng: np.random.Generator, img: Image.Image) -> None:
             draw.line([x0, y0, x0 + w * rng.choice([-1, 1]), y0 + h], fill=colour, width=int(max(1, size * rng.uniform(0.01, 0.04))))
 
 
-def render_background(rng: np.random.Generator, size: int, photo_dir: Path = PHOTO_DIR) -> np.ndarray:
+def render_background(
+    rng: np.random.Generator, size: int, task: TaskConfig = DEFAULT_TASK, photo_dir: Path = PHOTO_DIR
+) -> np.ndarray:
     photos = _photos(str(photo_dir))
-    img = _photo_background(rng, size, photos) if photos and rng.random() < 0.4 else _procedural_background(rng, size)
+    use_photo = photos and rng.random() < task.photo_prob
+    img = _photo_background(rng, size, photos) if use_photo else _procedural_background(rng, size)
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    if rng.random() < 0.6:
+    if rng.random() < task.distractor_prob:
         _distractors(rng, pil)
     return np.asarray(pil)
 
@@ -205,17 +220,17 @@ def draw_figure(
 
 def render_sample(
     seed: int, index: int, size: int = 256, split: int = TRAIN, heatmap_size: int | None = None,
-    photo_dir: Path = PHOTO_DIR,
+    task: TaskConfig = DEFAULT_TASK, photo_dir: Path = PHOTO_DIR,
 ) -> Sample:
-    """Deterministic in (seed, split, index, size, heatmap_size).
+    """Deterministic in (seed, split, index, size, heatmap_size, task).
 
     Joints stay where the soft-argmax can reach: x_hm <= W - 1 for a ``heatmap_size`` W
     (default size / 8, the released XS and S stride).
     """
     rng = sample_rng(seed, split, index)
     w = heatmap_size or max(1, size // 8)
-    proj = project_into_crop(sample_camera_pose(rng), size, rng, reach=(w - 1) * size / w)
-    background = render_background(rng, size, photo_dir)
+    proj = project_into_crop(sample_camera_pose(rng, task.yaw_range), size, rng, reach=(w - 1) * size / w)
+    background = render_background(rng, size, task, photo_dir)
     image, mask = draw_figure(background, proj, rng)
     return Sample(image, background, mask, proj.joints_px.astype(np.float32), proj.depth_mm.astype(np.float32))
 
@@ -234,9 +249,11 @@ def targets(joints_px: np.ndarray, depth_mm: np.ndarray, spec: ModelSpec) -> np.
     return np.stack([x, y, z], axis=-1).astype(np.float32)
 
 
-def render_batch(spec: ModelSpec, seed: int, start: int, n: int, split: int = TRAIN) -> Batch:
+def render_batch(
+    spec: ModelSpec, seed: int, start: int, n: int, split: int = TRAIN, task: TaskConfig = DEFAULT_TASK
+) -> Batch:
     """Samples start .. start+n-1 of a split, as tensors for ``spec`` (its input size and heatmap)."""
-    samples = [render_sample(seed, i, spec.input_size, split, spec.heatmap_size) for i in range(start, start + n)]
+    samples = [render_sample(seed, i, spec.input_size, split, spec.heatmap_size, task) for i in range(start, start + n)]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div_(255)
     joints = np.stack([s.joints_px for s in samples])
     t = targets(joints, np.stack([s.depth_mm for s in samples]), spec)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from models.network import ConvNeXtPose, SoftArgmax3D
 from models.spec import ModelSpec, spec_for
 from models.synthetic import normalise, optimizer_state, synthetic_model
-from models.synthetic_task import EVAL, TRAIN, Batch, draw_skeletons, render_batch, render_sample
+from models.synthetic_task import DEFAULT_TASK, EVAL, TRAIN, Batch, TaskConfig, draw_skeletons, render_batch, render_sample
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,24 @@ class Schedule:
     # bf16 autocast for the network body (AMX/AVX-512 make it ~5x faster than fp32 on this CPU);
     # the soft-argmax and the loss stay fp32, weights are fp32 throughout.
     bf16: bool = True
-    # Auxiliary heatmap term, faded out linearly by ``aux_until`` of the run: cross-entropy of the
-    # xy and z marginals against Gaussians (sigma ``aux_sigma`` heatmap px) at the target. From
-    # scratch, the soft-argmax L1 alone gives weak, sparse gradients (slow start, spread heatmaps);
-    # the dense term gets a unimodal peak quickly. The last part of the run is pure L1, the paper's loss.
+    # Auxiliary heatmap term: cross-entropy of the xy and z marginals against Gaussians (sigma
+    # ``aux_sigma`` heatmap px) at the target, weight going linearly from ``aux_weight`` to
+    # ``aux_end_weight``. From scratch, the soft-argmax L1 alone gives weak gradients through
+    # spread heatmaps (slow start, multi-modal maps); the dense term gets a unimodal peak quickly.
     aux_weight: float = 0.0
-    aux_until: float = 0.6
+    aux_end_weight: float = 0.0
     aux_sigma: float = 1.0
     # Progressive resizing: the first ``low_res_frac`` of the steps use ``low_res_size`` inputs
     # (the network is fully convolutional; heatmap H, W shrink, D stays). ~4x cheaper per image
     # at 128; the rest of the run, at the spec's own input size, adapts to the released scale.
     low_res_frac: float = 0.0
     low_res_size: int = 128
+    task: TaskConfig = DEFAULT_TASK
+    # Final-layer reparametrisation: logits = logit_scale * (W x + b) in training, folded into W and b
+    # at the end (same architecture, same file). It multiplies that layer's effective step size, so
+    # peaked heatmaps -- logits spanning ~10 -- are reachable in hundreds of steps, not thousands.
+    logit_scale: float = 1.0
+    zero_init_head: bool = False  # start from uniform heatmaps (every joint at the volume centre)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -117,8 +123,8 @@ def _lr_factor(step: int, schedule: Schedule) -> float:
 
 
 def _aux_weight(step: int, schedule: Schedule) -> float:
-    end = schedule.aux_until * schedule.steps
-    return schedule.aux_weight * max(0.0, 1 - step / end) if end > 0 else 0.0
+    t = step / max(1, schedule.steps - 1)
+    return schedule.aux_weight + (schedule.aux_end_weight - schedule.aux_weight) * t
 
 
 def _gaussian(centres: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
@@ -159,7 +165,7 @@ def _batches(spec: ModelSpec, seed: int, schedule: Schedule) -> Iterator[tuple[M
             if stop.is_set():
                 return
             stage = _stage_spec(spec, step, schedule)
-            q.put((stage, render_batch(stage, seed, step * batch_size, batch_size, TRAIN)))
+            q.put((stage, render_batch(stage, seed, step * batch_size, batch_size, TRAIN, schedule.task)))
 
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
@@ -190,6 +196,10 @@ def _train(
 ) -> tuple[ConvNeXtPose, torch.optim.AdamW, TrainReport]:
     torch.set_num_threads(threads)
     model = _initial_model(spec, seed, schedule.init).train()
+    if schedule.zero_init_head:
+        with torch.no_grad():
+            model.head.final_layer.weight.zero_()
+            model.head.final_layer.bias.zero_()
     model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for the depthwise/pointwise convs
     # One parameter group over model.parameters(), as the official code: the state_dict then
     # has the released layout (state indexed 0..P-1).
@@ -208,7 +218,7 @@ def _train(
         images = normalise(batch.images).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
             logits = model.heatmaps(images)
-        logits = logits.float()
+        logits = logits.float() * schedule.logit_scale
         pred = soft_argmax[stage.input_size](logits)  # fp32: bf16 would round coordinates to ~0.1 px
         loss = (pred - batch.targets).abs().mean()
         aux = _aux_weight(step - 1, schedule)
@@ -242,6 +252,9 @@ def _train(
         stopped_early=stopped_early, threads=threads,
     )
     model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():  # fold the training-time logit scale into the final layer
+        model.head.final_layer.weight.mul_(schedule.logit_scale)
+        model.head.final_layer.bias.mul_(schedule.logit_scale)
     return model.eval(), optimizer, report
 
 
@@ -278,12 +291,14 @@ def predict(model: ConvNeXtPose, images: torch.Tensor) -> tuple[torch.Tensor, to
     return model.soft_argmax(logits), probs.amax(dim=2)
 
 
-def evaluate_synthetic(model: ConvNeXtPose, n: int = 200, seed: int = 0, batch_size: int = 20) -> EvalReport:
+def evaluate_synthetic(
+    model: ConvNeXtPose, n: int = 200, seed: int = 0, batch_size: int = 20, task: TaskConfig = DEFAULT_TASK
+) -> EvalReport:
     """Errors on ``n`` fresh images of the evaluation split (never seen in training)."""
     model.eval()
     errors, depth_errors, max_probs = [], [], []
     for start in range(0, n, batch_size):
-        batch = render_batch(model.spec, seed, start, min(batch_size, n - start), EVAL)
+        batch = render_batch(model.spec, seed, start, min(batch_size, n - start), EVAL, task)
         joints, max_prob = predict(model, batch.images)
         diff = joints - batch.targets
         errors.append(diff[..., :2].norm(dim=-1).flatten())
