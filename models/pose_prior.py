@@ -138,15 +138,18 @@ def project_into_crop(
     size: int,
     rng: np.random.Generator,
     reach: float | None = None,
-    fill: tuple[float, float] = (0.6, 0.9),
+    fill: tuple[float, float] = (0.75, 0.95),
+    jitter: float = 0.03,
     margin: float = 0.05,
 ) -> Projection:
-    """Perspective projection, then scale/shift so the figure fills ``fill`` of the usable span.
+    """Perspective projection, then scale/shift as ConvNeXtPose's bounding-box crop does.
 
-    Joints land in [margin*size, reach - margin*size]; ``reach`` (default size - 1) is the largest
-    coordinate the network can output: (W - 1) * size / W for a W-pixel heatmap, since
-    x_hm = x_px * W / size. The crop is a bounding-box crop as in ConvNeXtPose's pre-processing:
-    the figure's size in px does not tell its distance, while depth stays in mm relative to the root.
+    The figure's box is centred in the usable span (+- ``jitter`` * size) and its longer side fills
+    ``fill`` of it, like the released pre-processing (box centre -> crop centre, longer side
+    x 1.25 -> the crop). Joints land in [margin*size, reach - margin*size]; ``reach`` (default
+    size - 1) is the largest coordinate the network can output: (W - 1) * size / W for a W-pixel
+    heatmap, since x_hm = x_px * W / size. Size in px does not tell distance; depth stays in mm
+    relative to the root.
     """
     reach = size - 1 if reach is None else reach
     low, span = margin * size, reach - 2 * margin * size
@@ -158,8 +161,9 @@ def project_into_crop(
     hi = np.maximum(uv.max(0), uv[head] + head_r)
     extent = float((hi - lo).max())
     scale = span * rng.uniform(*fill) / extent
-    free = span - (hi - lo) * scale
-    offset = low + rng.uniform(0, 1, 2) * np.maximum(free, 0) - lo * scale
+    box = (hi - lo) * scale
+    shift = rng.uniform(-1, 1, 2) * np.minimum(jitter * size, np.maximum(span - box, 0) / 2)
+    offset = low + (span - box) / 2 + shift - lo * scale
     px = uv * scale + offset
     z_rel = pts[:, 2] - pose.joints[HUMAN36M.root, 2]
     n = len(pose.joints)

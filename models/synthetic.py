@@ -51,20 +51,25 @@ def synthetic_model(spec: ModelSpec, seed: int = 0) -> ConvNeXtPose:
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.normal_(0.0, 0.1, generator=generator)
                 module.momentum = None  # cumulative average over the calibration batches
-        # float64 so the measured statistics do not depend on the thread count.
-        model.double().train()
-        for _ in range(_CALIBRATION_BATCHES):
-            images = smooth_random_images(_CALIBRATION_BATCH_SIZE, spec.input_size, generator)
-            model(normalise(images))
-        model.eval()
-        logits = model.heatmaps(normalise(smooth_random_images(2, spec.input_size, generator)))
+        # One thread: the summation order, and so the file, does not depend on the machine's cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            model.train()
+            for _ in range(_CALIBRATION_BATCHES):
+                images = smooth_random_images(_CALIBRATION_BATCH_SIZE, spec.input_size, generator)
+                model(normalise(images).float())
+            model.eval()
+            logits = model.heatmaps(normalise(smooth_random_images(2, spec.input_size, generator)).float())
+        finally:
+            torch.set_num_threads(threads)
         scale = _LOGIT_STD / float(logits.std())
         model.head.final_layer.weight.mul_(scale)
         model.head.final_layer.bias.mul_(scale)
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = 0.1
-    return model.float().eval()
+    return model.eval()
 
 
 def optimizer_state(model: nn.Module) -> dict:

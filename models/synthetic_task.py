@@ -40,6 +40,10 @@ _PARTS: tuple[tuple[str, str, float, str, int], ...] = (
     ("Head_Centre", "Head_Centre", HEAD_RADIUS_MM, "skin", 0),
     ("Nose", "Nose", 28, "nose", 0),
 )
+# Mannequin joint balls (radius mm): a visible, local mark at each limb joint, as on an artist's
+# wooden mannequin. Without them a network trained for minutes learns the torso and an average
+# limb layout, and its predictions shrink toward the body centre.
+_BALLS: dict[str, float] = {"Shoulder": 55, "Elbow": 47, "Wrist": 42, "Hip": 72, "Knee": 60, "Ankle": 48}
 _LEFT_SHADE = 0.62  # the person's left side is darker: a consistent left/right cue
 _MIN_CONTRAST = 70  # L1 distance (0..765) between a figure colour and the mean background
 
@@ -51,6 +55,7 @@ class TaskConfig:
     photo_prob: float = 0.4  # background: crop of a photo in data/people, else procedural
     distractor_prob: float = 0.6  # random shapes (some limb-like) on the background
     yaw_range: float = 100.0  # degrees either side of facing the camera
+    joint_balls: bool = True  # mannequin-style balls at shoulders, elbows, wrists, hips, knees, ankles
 
 
 DEFAULT_TASK = TaskConfig()
@@ -182,11 +187,11 @@ def _palette(rng: np.random.Generator, background_mean: np.ndarray) -> dict[str,
         return 255 - background_mean  # fallback: the opposite colour
     skin = contrasting()
     return {"skin": skin, "shirt": contrasting(), "pants": contrasting(), "shoes": contrasting(),
-            "nose": np.clip(skin * 0.55 + rng.uniform(-20, 20, 3), 0, 255)}
+            "nose": np.clip(skin * 0.55 + rng.uniform(-20, 20, 3), 0, 255), "joint": contrasting()}
 
 
 def draw_figure(
-    background: np.ndarray, proj: Projection, rng: np.random.Generator
+    background: np.ndarray, proj: Projection, rng: np.random.Generator, joint_balls: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(image, mask): the figure drawn far-to-near over ``background``."""
     size = background.shape[0]
@@ -202,6 +207,13 @@ def draw_figure(
             mean_depth -= 1.0  # the nose sits on the head's surface: in front when it is nearer than the head
         # head and nose keep their size: the head-top joint must stay inside the head disc
         parts.append((mean_depth, a, b, radius * (thickness if a != b else 1.0), slot, side))
+    if joint_balls:
+        for name, i in _N.items():
+            kind = name[2:]
+            if kind in _BALLS:
+                # drawn just after the nearer of its own limbs, so the limbs do not hide it
+                nearest = min(p[0] for p in parts if i in (p[1], p[2]) and p[1] != p[2])
+                parts.append((nearest - 0.5, i, i, _BALLS[kind] * thickness, "joint", 1 if name[0] == "L" else -1))
     img = Image.fromarray(background.copy())
     mask = Image.new("L", (size, size), 0)
     draw, mask_draw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
@@ -231,7 +243,7 @@ def render_sample(
     w = heatmap_size or max(1, size // 8)
     proj = project_into_crop(sample_camera_pose(rng, task.yaw_range), size, rng, reach=(w - 1) * size / w)
     background = render_background(rng, size, task, photo_dir)
-    image, mask = draw_figure(background, proj, rng)
+    image, mask = draw_figure(background, proj, rng, task.joint_balls)
     return Sample(image, background, mask, proj.joints_px.astype(np.float32), proj.depth_mm.astype(np.float32))
 
 
