@@ -9,22 +9,28 @@ import json
 import sys
 import time
 
-GEMM_N = 1024
-GEMM_SECONDS = 2.0
+GEMM_N = 2048
+WINDOWS = 5
+WINDOW_SECONDS = 0.5
 
 
-def gemm_gflops(threads: int, n: int = GEMM_N, seconds: float = GEMM_SECONDS) -> float:
+def gemm_gflops(threads: int, n: int = GEMM_N) -> float:
+    """Best of several short windows: a roofline is the peak the machine reaches, not its average
+    under whatever else is running."""
     import torch
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         torch.mm(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        runs += 1
-    return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(WINDOWS):
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < WINDOW_SECONDS:
+            torch.mm(a, b)
+            runs += 1
+        best = max(best, 2 * n**3 * runs / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 if __name__ == "__main__":

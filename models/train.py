@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from models.network import ConvNeXtPose, SoftArgmax3D
+from models.thread_tuner import ThreadTuner
 from models.spec import ModelSpec, spec_for
 from models.synthetic import normalise, optimizer_state, synthetic_model
 from models.synthetic_task import DEFAULT_TASK, EVAL, TRAIN, Batch, TaskConfig, draw_skeletons, render_batch, render_sample
@@ -95,7 +96,8 @@ class TrainReport:
     initial_loss: float  # mean L1 over the first 10% of steps, output units
     final_loss: float  # mean L1 over the last 10% of steps
     stopped_early: bool
-    threads: int
+    threads: int  # the most intra-op threads allowed
+    thread_steps: tuple[tuple[int, int], ...]  # (threads, steps run with them): see ThreadTuner
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,11 @@ def _initial_model(spec: ModelSpec, seed: int, init: str) -> ConvNeXtPose:
 
 
 def _train(
-    spec: ModelSpec, seed: int, schedule: Schedule, budget_s: float | None, log_every: int, threads: int, progress: bool
+    spec: ModelSpec, seed: int, schedule: Schedule, budget_s: float | None, log_every: int, threads: int, progress: bool,
+    adapt_threads: bool = True,
 ) -> tuple[ConvNeXtPose, torch.optim.AdamW, TrainReport]:
     torch.set_num_threads(threads)
+    tuner = ThreadTuner(threads, cycle=150) if adapt_threads else None
     model = _initial_model(spec, seed, schedule.init).train()
     if schedule.zero_init_head:
         with torch.no_grad():
@@ -215,6 +219,9 @@ def _train(
     for step, (stage, batch) in enumerate(bar, 1):
         if stage.input_size not in soft_argmax:
             soft_argmax[stage.input_size] = SoftArgmax3D(stage)
+        if tuner:
+            tuner.before_step(step - 1)
+        t0 = time.perf_counter()
         images = normalise(batch.images).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
             logits = model.heatmaps(images)
@@ -231,13 +238,15 @@ def _train(
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
+        if tuner:
+            tuner.after_step(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
         if step % log_every == 0 or step == schedule.steps:
             recent = float(np.mean(losses[-log_every:]))
             bar.set_postfix(loss=f"{recent:.3f}")
-            log.info("%s step %d/%d @%d px  loss %.4f  lr %.2e  aux %.2f  %.1f img/s  %.0f s", spec.name, step,
-                     schedule.steps, stage.input_size, recent, scheduler.get_last_lr()[0], aux,
-                     step * schedule.batch_size / elapsed, elapsed)
+            log.info("%s step %d/%d @%d px  loss %.4f  lr %.2e  aux %.2f  %.1f img/s  %.0f s  threads %d", spec.name,
+                     step, schedule.steps, stage.input_size, recent, scheduler.get_last_lr()[0], aux,
+                     step * schedule.batch_size / elapsed, elapsed, torch.get_num_threads())
         if budget_s is not None and elapsed > budget_s and step < schedule.steps:
             log.warning("%s: time budget %.0f s reached at step %d of %d -- stopping early (LR not annealed)",
                         spec.name, budget_s, step, schedule.steps)
@@ -250,6 +259,7 @@ def _train(
         variant=spec.name, seed=seed, schedule=schedule, steps=step, images_seen=step * schedule.batch_size,
         wall_s=wall, initial_loss=float(np.mean(losses[:tail])), final_loss=float(np.mean(losses[-tail:])),
         stopped_early=stopped_early, threads=threads,
+        thread_steps=tuner.summary() if tuner else ((threads, step),),
     )
     model.to(memory_format=torch.contiguous_format)
     with torch.no_grad():  # fold the training-time logit scale into the final layer
