@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -61,8 +60,22 @@ def run_job(job: WorkerJob) -> dict:
     outputs = np.concatenate([predict(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))])
     np.save(job.outputs_npy, outputs.astype(np.float32))
     if opened.timed:  # the reference evaluator's memory says nothing about the target either
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory. VmHWM, not getrusage: ru_maxrss survives exec, so a
+    child started from a big parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def main(argv: list[str]) -> int:
