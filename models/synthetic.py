@@ -99,6 +99,19 @@ def to_legacy_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def save_atomic(payload: dict, out: Path) -> None:
+    """torch.save under a temporary name in the same folder, then rename: never a half-written file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_synthetic_checkpoint(
     spec: ModelSpec, out: str | Path, seed: int = 0, legacy_head_keys: bool = False
 ) -> Path:
@@ -120,14 +133,6 @@ def write_synthetic_checkpoint(
             "note": "random weights with measured BatchNorm statistics -- NOT a trained pose model",
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_atomic(payload, out)
     log.info("wrote synthetic UNTRAINED %s checkpoint (seed %d) to %s", spec.name, seed, out)
     return out

@@ -18,9 +18,7 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from tqdm import tqdm
 from models.network import ConvNeXtPose, SoftArgmax3D
 from models.thread_tuner import ThreadTuner
 from models.spec import ModelSpec, spec_for
-from models.synthetic import normalise, optimizer_state, synthetic_model
+from models.synthetic import normalise, optimizer_state, save_atomic, synthetic_model
 from models.synthetic_task import DEFAULT_TASK, EVAL, TRAIN, Batch, TaskConfig, draw_skeletons, render_batch, render_sample
 
 log = logging.getLogger(__name__)
@@ -383,15 +381,7 @@ def write_trained_checkpoint(
         },
     }
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_atomic(payload, out)
     log.info("wrote trained-synthetic %s checkpoint to %s (%d steps, %.0f s)", spec.name, out, report.steps, report.wall_s)
     return out
 
