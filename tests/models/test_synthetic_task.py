@@ -96,3 +96,20 @@ def test_released_variant_checkpoint_loads_by_name(tmp_path):
 def _plain(spec: ModelSpec) -> torch.nn.Module:
     torch.manual_seed(0)  # the same initial weights train_reference starts from (init="plain", seed 0)
     return build_model(spec)
+
+
+def test_thread_tuner_keeps_the_faster_thread_count():
+    from models.thread_tuner import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(max_threads=2, cycle=20, probe=2)
+        chosen = []
+        for step in range(20):
+            tuner.before_step(step)
+            chosen.append(torch.get_num_threads())
+            tuner.after_step(0.1 if torch.get_num_threads() == 1 else 0.3)  # as on a busy machine
+        assert chosen[:4] == [1, 1, 2, 2] and set(chosen[4:]) == {1}
+        assert dict(tuner.summary()) == {1: 18, 2: 2}
+    finally:
+        torch.set_num_threads(before)
