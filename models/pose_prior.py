@@ -104,11 +104,13 @@ def sample_body_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         p[_IDX[f"{side_name}_Hip"]], p[_IDX[f"{side_name}_Knee"]], p[_IDX[f"{side_name}_Ankle"]] = hip, knee, ankle
         extra[0 if s > 0 else 1] = ankle + r_shin @ np.array([0.0, -40.0, 150.0]) * scale  # toes point forward
 
-        # Arm: abduction sideways, flexion forward/up, humeral rotation, elbow bends forward.
+        # Arm: abduction sideways, flexion forward/up, humeral rotation, elbow bends forward. Angles
+        # are most often small (arms near the body, as in everyday poses) but reach overhead.
         shoulder = neck + r_upper @ np.array([s * b["shoulder_w"], -b["shoulder_drop"], 0.0])
-        r_arm = r_upper @ rz(s * rng.uniform(0, 150)) @ rx(-rng.uniform(-40, 150)) @ ry(s * rng.uniform(-60, 60))
+        abduction = float(np.clip(abs(rng.normal(15, 45)), 0, 160))
+        r_arm = r_upper @ rz(s * abduction) @ rx(-_clipped_normal(rng, 15, 45, -40, 160)) @ ry(s * rng.uniform(-45, 45))
         elbow = shoulder + r_arm @ down * b["upper_arm"]
-        r_forearm = r_arm @ rx(-rng.uniform(0, 145))
+        r_forearm = r_arm @ rx(-float(np.clip(abs(rng.normal(20, 55)), 0, 145)))
         wrist = elbow + r_forearm @ down * b["forearm"]
         p[_IDX[f"{side_name}_Shoulder"]], p[_IDX[f"{side_name}_Elbow"]], p[_IDX[f"{side_name}_Wrist"]] = (
             shoulder, elbow, wrist)

@@ -1,0 +1,166 @@
+"""The CPU training loop: synthetic batches in, a ConvNeXtPose with real AdamW state out.
+
+Recipe (the paper's where it fits): L1 on the soft-argmax coordinates, AdamW, linear warm-up
+then cosine decay, ImageNet normalisation. Additions for minutes-long CPU runs, each in
+``Schedule``: bf16 autocast + channels-last, progressive resizing, a fading auxiliary heatmap
+loss, a folded logit scale, and a thread count chosen by measured step time.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.network import ConvNeXtPose, SoftArgmax3D
+from models.spec import ModelSpec
+from models.synthetic import normalise, synthetic_model
+from models.synthetic_task import TRAIN, Batch, render_batch
+from models.thread_tuner import ThreadTuner
+from models.train_losses import coordinate_l1, heatmap_aux_loss
+from models.train_schedule import Schedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    variant: str
+    seed: int
+    schedule: Schedule
+    steps: int
+    images_seen: int
+    low_res_steps: int  # steps run at schedule.low_res_size
+    wall_s: float
+    initial_loss: float  # coordinate L1 over the first 10% of steps, output units (low-res steps in their own units)
+    final_loss: float  # coordinate L1 over the last 10% of steps
+    threads: int  # the most intra-op threads allowed
+    thread_steps: tuple[tuple[int, int], ...]  # (threads, steps run with them): see ThreadTuner
+
+
+class _Batches:
+    """Renders batches in a thread, two ahead (PIL and numpy release the GIL for much of it).
+
+    The input size follows the run's progress, which the consumer publishes via ``progress``.
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int, schedule: Schedule) -> None:
+        self.progress = 0.0
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._args = (spec, seed, schedule)
+        self._worker = threading.Thread(target=self._produce, daemon=True)
+        self._worker.start()
+
+    def _produce(self) -> None:
+        spec, seed, schedule = self._args
+        for step in range(schedule.steps):
+            if self._stop.is_set():
+                return
+            # step mode: from the step index, so a run repeats exactly; time mode: the consumer's clock
+            p = step / schedule.steps if schedule.seconds is None else self.progress
+            stage = schedule.stage(spec, p)
+            batch = render_batch(stage, seed, step * schedule.batch_size, schedule.batch_size, TRAIN, schedule.task)
+            while not self._stop.is_set():
+                try:
+                    self._q.put((stage, batch), timeout=0.2)
+                    break
+                except queue.Full:
+                    pass
+
+    def __iter__(self) -> Iterator[tuple[ModelSpec, Batch]]:
+        for _ in range(self._args[2].steps):
+            yield self._q.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join()
+
+
+def initial_model(spec: ModelSpec, seed: int, init: str) -> ConvNeXtPose:
+    if init == "synthetic":
+        return synthetic_model(spec, seed)
+    torch.manual_seed(seed)
+    return ConvNeXtPose(spec)
+
+
+def train_model(
+    spec: ModelSpec,
+    seed: int,
+    schedule: Schedule,
+    threads: int = 2,
+    adapt_threads: bool = True,
+    log_every: int = 50,
+    progress: bool = True,
+) -> tuple[ConvNeXtPose, torch.optim.AdamW, TrainReport]:
+    """Train from scratch; returns (model in eval mode, its optimizer, report)."""
+    torch.set_num_threads(threads)
+    tuner = ThreadTuner(threads) if adapt_threads else None
+    model = initial_model(spec, seed, schedule.init).train()
+    model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for the depthwise/pointwise convs
+    # One parameter group over model.parameters(), as the official code: the state_dict then has the
+    # released layout (state indexed 0..P-1).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+    soft_argmax = {spec.input_size: model.soft_argmax}
+    losses: list[float] = []
+    low_res_steps = step = 0
+    batches = _Batches(spec, seed, schedule)
+    bar = tqdm(total=100, desc=f"train {spec.name}", unit="%", disable=not progress, mininterval=5)
+    start = time.perf_counter()
+    p = 0.0
+    try:
+        for step, (stage, batch) in enumerate(batches, 1):
+            if stage.input_size not in soft_argmax:
+                soft_argmax[stage.input_size] = SoftArgmax3D(stage)
+            low_res_steps += stage.input_size != spec.input_size
+            if tuner:
+                tuner.before_step(step - 1)
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr * schedule.lr_factor(schedule.progress(step, t0 - start))
+            images = normalise(batch.images).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
+                logits = model.heatmaps(images)
+            logits = logits.float() * schedule.logit_scale
+            loss = coordinate_l1(soft_argmax[stage.input_size](logits), batch.targets)  # fp32 soft-argmax
+            aux = schedule.aux(p)
+            total = loss + aux * heatmap_aux_loss(logits, batch.targets, stage, schedule.aux_sigma) if aux > 0 else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            now = time.perf_counter()
+            if tuner:
+                tuner.after_step(now - t0)
+            p = batches.progress = schedule.progress(step, now - start)
+            bar.update(int(100 * p) - bar.n)
+            if step % log_every == 0 or p >= 1:
+                log.info("%s step %d (%.0f%%) @%d px  loss %.4f  lr %.2e  aux %.2f  %.1f img/s  %.0f s  threads %d",
+                         spec.name, step, 100 * p, stage.input_size, float(np.mean(losses[-log_every:])),
+                         optimizer.param_groups[0]["lr"], aux, step * schedule.batch_size / (now - start),
+                         now - start, torch.get_num_threads())
+            if p >= 1:
+                break
+    finally:
+        batches.close()
+        bar.close()
+    wall = time.perf_counter() - start
+    tail = max(1, len(losses) // 10)
+    report = TrainReport(
+        variant=spec.name, seed=seed, schedule=schedule, steps=step, images_seen=step * schedule.batch_size,
+        low_res_steps=low_res_steps, wall_s=wall, initial_loss=float(np.mean(losses[:tail])),
+        final_loss=float(np.mean(losses[-tail:])), threads=threads,
+        thread_steps=tuner.summary() if tuner else ((threads, step),),
+    )
+    model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():  # fold the training-time logit scale into the final layer
+        model.head.final_layer.weight.mul_(schedule.logit_scale)
+        model.head.final_layer.bias.mul_(schedule.logit_scale)
+    return model.eval(), optimizer, report
