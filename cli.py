@@ -6,6 +6,7 @@ User errors (bad checkpoint, mismatch, failed export stage) print one paragraph 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -44,11 +45,20 @@ def _inspect(args: argparse.Namespace) -> int:
         f"GMACs           {spec.macs / 1e9:.2f}",
         f"head keys       {loaded.head_key_style}",
         f"epoch           {loaded.epoch}",
-        f"synthetic       {loaded.synthetic['kind'] + ' (NOT a trained model)' if loaded.synthetic else 'no'}",
+        f"synthetic       {_synthetic_words(loaded.synthetic)}",
     ]
     lines += [f"warning         {w}" for w in loaded.warnings]
     print("\n".join(lines))
     return 0
+
+
+def _synthetic_words(marker: dict | None) -> str:
+    if not marker:
+        return "no"
+    if marker.get("kind") == "trained-synthetic":
+        return (f"trained-synthetic: trained on synthetic figures only ({marker.get('steps')} steps, eval mean "
+                f"{marker.get('eval_mean_px', float('nan')):.2f} px); NOT a model of real photos")
+    return f"{marker.get('kind')} (NOT a trained model)"
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
@@ -56,7 +66,41 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     from models.synthetic import write_synthetic_checkpoint
 
     spec = spec_for(args.variant, args.joints)
-    write_synthetic_checkpoint(spec, args.out, seed=args.seed, legacy_head_keys=args.legacy_head_keys)
+    if not args.trained:
+        if args.short:
+            raise ConvNeXtPoseError("--short is a training schedule: use it with --trained")
+        write_synthetic_checkpoint(spec, args.out, seed=args.seed, legacy_head_keys=args.legacy_head_keys)
+        return 0
+    if args.legacy_head_keys:
+        raise ConvNeXtPoseError("--legacy-head-keys is for untrained checkpoints; trained ones use the named layout")
+    from models.synthetic import copy_atomic
+    from models.trained_checkpoint import reference_checkpoint
+
+    cached = reference_checkpoint(spec, seed=args.seed, short=args.short)
+    copy_atomic(cached, args.out)
+    log.info("wrote %s (trained-synthetic %s, from %s)", args.out, spec.name, cached)
+    return 0
+
+
+def _eval_synthetic(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.train_eval import evaluate_synthetic
+
+    torch.set_num_threads(args.threads)
+    loaded = load_checkpoint(args.checkpoint, args.variant, args.joints, args.upsample)
+    report = evaluate_synthetic(loaded.build_model(), n=args.n, seed=args.seed)
+    kind = loaded.synthetic.get("kind") if loaded.synthetic else "not synthetic"
+    print(f"{loaded.path} ({loaded.spec.name}, {kind}) on {report.n} fresh synthetic images "
+          f"(evaluation split, seed {report.seed}; never used in training)")
+    print(f"2D joint error     mean {report.mean_px:.3f}  p99 {report.p99_px:.3f} heatmap px "
+          f"(x{loaded.spec.input_size / loaded.spec.heatmap_size:g} for input px)")
+    print(f"depth error        mean {report.mean_depth_bins:.3f} bins")
+    print(f"heatmap shape      median per-joint max prob {report.median_max_prob:.4f} (3D voxel), "
+          f"{report.median_xy_max_prob:.3f} (xy marginal); xy mass within 2 px of the peak {report.median_peak_mass:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(dataclasses.asdict(report), indent=2))
     return 0
 
 
@@ -76,7 +120,10 @@ def _export(args: argparse.Namespace) -> int:
         simplifier=args.simplifier,
         images_dir=args.images,
         seed=args.seed,
+        untrained_default=args.untrained,
     )
+    if args.untrained and args.checkpoint:
+        raise ConvNeXtPoseError("--untrained picks the built-in checkpoint: do not combine it with --checkpoint")
     run_export(options)
     return 0
 
@@ -110,7 +157,7 @@ def _profile(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
-    print(run_demo(args.image, args.out, args.output, args.threads))
+    print(run_demo(args.image, args.out, args.output, args.threads, args.synthetic))
     return 0
 
 
@@ -133,17 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("make-checkpoint", help="write a synthetic (untrained) checkpoint in the released layout")
+    p = sub.add_parser("make-checkpoint", help="write a synthetic checkpoint (untrained, or --trained) in the released layout")
     p.add_argument("variant", type=_variant)
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
     p.add_argument("--legacy-head-keys", action="store_true", help="deconv_layers_N.0|1|2 key style (as M/L)")
+    p.add_argument("--trained", action="store_true",
+                   help="trained on the synthetic pose task (~15 min on 2 cores the first time, then cached)")
+    p.add_argument("--short", action="store_true", help="with --trained: the seconds-long CI schedule (not converged)")
     p.set_defaults(func=_make_checkpoint)
+
+    p = sub.add_parser("eval-synthetic", help="2D/depth joint error of a checkpoint on fresh synthetic images")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--n", type=int, default=200, help="number of evaluation images (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation split seed")
+    p.add_argument("--variant", type=_variant)
+    p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
+    p.add_argument("--upsample", type=int)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.set_defaults(func=_eval_synthetic)
 
     p = sub.add_parser("export", help="export ONNX, TFLite and CoreML, each verified against PyTorch")
     p.add_argument("--variant", type=_variant, help="variant the checkpoint must match; default from the checkpoint")
-    p.add_argument("--checkpoint", type=Path, help="checkpoint file; default: a synthetic untrained one")
+    p.add_argument("--checkpoint", type=Path,
+                   help="checkpoint file; default: the trained-synthetic reference weights (built once, then cached)")
+    p.add_argument("--untrained", action="store_true",
+                   help="without --checkpoint: synthetic untrained weights (seconds to build; for pipeline tests)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
     p.add_argument("--upsample", type=int, help="upsampling layers of a custom head")
@@ -175,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_profile)
 
     p = sub.add_parser("demo", help="draw each backend's predicted skeleton over a photo, side by side")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=Path, nargs="?", help="photo (or use --synthetic)")
+    p.add_argument("--synthetic", type=int, metavar="INDEX",
+                   help="instead of a photo: evaluation image INDEX of the synthetic task, ground truth drawn first")
     p.add_argument("--out", type=Path, required=True, help="export folder holding manifest.json")
     p.add_argument("--output", type=Path, help="PNG to write (default OUT/demo_<image>.png)")
     p.add_argument("--threads", type=int, default=2)

@@ -39,35 +39,57 @@ def draw_skeleton(crop: Image.Image, joints_px: np.ndarray, skeleton: list, name
     return panel
 
 
-def run_demo(image: Path, out_dir: Path, output: Path | None = None, threads: int = 2) -> Path:
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConvNeXtPoseError(f"{manifest_path} not found: run `convnextpose export` first")
-    manifest = json.loads(manifest_path.read_text())
+def _photo_crop(image: Path, size: int) -> Image.Image:
     try:
         with Image.open(image) as img:
             photo = img.convert("RGB")
     except OSError as exc:
         raise ConvNeXtPoseError(f"image {image} cannot be read: {exc}") from None
+    return square_crops(photo)[0][1].resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _synthetic_crop(index: int, manifest: dict) -> tuple[Image.Image, np.ndarray]:
+    """Evaluation-split image ``index`` of the synthetic task (never trained on) and its true joints in px."""
+    from models.synthetic_task import EVAL, render_sample
+
+    size, heatmap = manifest["spec"]["input_size"], manifest["spec"]["heatmap_shape"][2]
+    sample = render_sample(0, index, size, EVAL, heatmap)
+    return Image.fromarray(sample.image), sample.joints_px
+
+
+def run_demo(image: Path | None, out_dir: Path, output: Path | None = None, threads: int = 2,
+             synthetic_index: int | None = None) -> Path:
+    """One panel per backend (and the ground truth first, for a synthetic image); returns the PNG path."""
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConvNeXtPoseError(f"{manifest_path} not found: run `convnextpose export` first")
+    if (image is None) == (synthetic_index is None):
+        raise ConvNeXtPoseError("demo needs exactly one of IMAGE or --synthetic INDEX")
+    manifest = json.loads(manifest_path.read_text())
     size = manifest["spec"]["input_size"]
-    crop = square_crops(photo)[0][1].resize((size, size), Image.Resampling.BILINEAR)
+    skeleton, names = manifest["joints"]["skeleton"], manifest["joints"]["names"]
+    panels = []
+    if synthetic_index is not None:
+        crop, truth = _synthetic_crop(synthetic_index, manifest)
+        panels.append(draw_skeleton(crop, truth, skeleton, names, f"ground truth (synthetic eval #{synthetic_index})"))
+        stem = f"synthetic{synthetic_index}"
+    else:
+        crop, stem = _photo_crop(image, size), image.stem
     x = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
     if not manifest["input"]["normalization_folded"]:
         x = normalise(x)
     to_px = size / manifest["spec"]["heatmap_shape"][2]
     synthetic = manifest["checkpoint"].get("synthetic_info") or {}
     label = f" [{synthetic['kind']} weights]" if synthetic else ""
-    panels = []
     for backend in backends_from_manifest(manifest):
         opened = open_backend(backend, out_dir, threads, manifest)
         runtime = "reference evaluator" if not opened.timed else opened.runtime
         joints = opened.predict(x)[0] * to_px
-        panels.append(draw_skeleton(crop, joints, manifest["joints"]["skeleton"], manifest["joints"]["names"],
-                                    f"{backend.name} ({runtime.split(' (')[0]}){label}"))
+        panels.append(draw_skeleton(crop, joints, skeleton, names, f"{backend.name} ({runtime.split(' (')[0]}){label}"))
     sheet = Image.new("RGB", (PANEL * len(panels), PANEL), (255, 255, 255))
     for i, panel in enumerate(panels):
         sheet.paste(panel, (i * PANEL, 0))
-    output = output or out_dir / f"demo_{image.stem}.png"
+    output = output or out_dir / f"demo_{stem}.png"
     sheet.save(output)
     log.info("wrote %s (%d backends)", output, len(panels))
     return output

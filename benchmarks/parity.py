@@ -63,7 +63,7 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
 
     from benchmarks.run import load_manifest_checkpoint
     from exporters.contract import normalise
-    from exporters.images import parity_inputs
+    from exporters.images import inputs_for
     from exporters.runtimes import coreml_runner, run_onnx, run_tflite
     from exporters.tolerances import tolerance_for
     from exporters.verify import compare_joints, reference_joints
@@ -71,7 +71,7 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text())
     loaded = load_manifest_checkpoint(manifest)
-    inputs = parity_inputs(loaded.spec.input_size, images_dir, seed)
+    inputs = inputs_for(loaded, images_dir, seed)
     reference = reference_joints(loaded, inputs.images)
     fed = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
     evaluate_coreml, evaluated_by = coreml_runner()

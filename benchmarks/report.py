@@ -12,6 +12,19 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+GROUP_WORDS = {"photos": "photo crops", "synthetic": "fresh synthetic-task images (the weights' training distribution)",
+               "random": "noise images"}
+
+
+def judged_group(bench: dict) -> str:
+    """The input group the headline parity columns come from (older bench.json files: photos)."""
+    return bench["inputs"].get("judged_on", "photos")
+
+
+def judged_parity(bench: dict, row: dict) -> dict | None:
+    return row.get(f"parity_{judged_group(bench)}")
+
+
 def markdown(bench: dict) -> str:
     roof = bench["roofline"]
     synthetic = bench["checkpoint"].get("synthetic_info") or {}
@@ -21,7 +34,8 @@ def markdown(bench: dict) -> str:
         "",
         f"{bench['machine']['cpu']}, {bench['settings']['threads']} threads, one process per backend; "
         f"weights: {weights} (sha256 {bench['checkpoint']['sha256'][:12]}); parity vs PyTorch fp32 on "
-        f"{bench['inputs']['n_photos']} photo crops (2-D joint error, heatmap px).",
+        f"{bench['inputs'][f'n_{judged_group(bench)}']} {GROUP_WORDS[judged_group(bench)]} "
+        f"(2-D joint error, heatmap px; the other groups are in bench.json).",
         "",
         "| backend | format | precision | size MB | status | parity p99 px | parity max px | PCK@0.5 | "
         "p50 ms | p90 ms | FPS | ratio to ORT |",
@@ -29,7 +43,7 @@ def markdown(bench: dict) -> str:
     ]
     notes = []
     for row in bench["backends"]:
-        lat, par = row.get("latency"), row.get("parity_photos")
+        lat, par = row.get("latency"), judged_parity(bench, row)
         mark = STATUS_MARK[row["status"]]
         if row.get("reason"):
             notes.append(f"- {row['backend']}: {row['reason']}")
@@ -79,16 +93,16 @@ def plot_joint_error(bench: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in bench["backends"] if r.get("parity_photos") and r["backend"] != "pytorch"]
+    rows = [r for r in bench["backends"] if judged_parity(bench, r) and r["backend"] != "pytorch"]
     names = bench["joint_names"]
     fig, ax = plt.subplots(figsize=(10, 4))
     for r in rows:
-        errors = [max(e, 1e-7) for e in r["parity_photos"]["per_joint_mean_px"]]  # log axis: floor exact zeros
+        errors = [max(e, 1e-7) for e in judged_parity(bench, r)["per_joint_mean_px"]]  # log axis: floor exact zeros
         ax.plot(range(len(names)), errors, marker="o", label=r["backend"])
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("mean 2-D error vs PyTorch (heatmap px)")
-    ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on photos")
+    ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on {GROUP_WORDS[judged_group(bench)].split(' (')[0]}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -111,7 +125,7 @@ def compare(old_path: Path, new_path: Path) -> str:
     for row in new["backends"]:
         prev = before.get(row["backend"], {})
         a, b = (r.get("latency", {}).get("p50_ms") for r in (prev, row))
-        pa, pb = (r.get("parity_photos", {}).get("p99_px") for r in (prev, row))
+        pa, pb = ((judged_parity(bench_, r) or {}).get("p99_px") for bench_, r in ((old, prev), (new, row)))
         change = f"{100 * (b / a - 1):+.1f}%" if a and b else "-"
         lines.append(f"{row['backend']:<24} {_fmt(a, '9.2f')} {_fmt(b, '9.2f')} {change:>8}  "
                      f"{_fmt(pa, '10.3g')} {_fmt(pb, '10.3g')}")

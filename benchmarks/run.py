@@ -20,7 +20,7 @@ from benchmarks.latency import LatencySettings
 from benchmarks.parity import parity_stats
 from benchmarks.worker import WorkerJob
 from exporters.contract import normalise
-from exporters.images import DEFAULT_IMAGES_DIR, parity_inputs
+from exporters.images import DEFAULT_IMAGES_DIR, inputs_for
 from exporters.manifest import read_manifest, tool_versions, write_json_atomic
 from exporters.tolerances import tolerance_for
 from exporters.verify import compare_joints, reference_joints
@@ -111,9 +111,10 @@ def run_bench(options: BenchOptions) -> dict:
             raise ConvNeXtPoseError(f"unknown backend(s) {sorted(unknown)}; available: {[b.name for b in backends]}")
         backends = [b for b in backends if b.name in options.only]
 
-    inputs = parity_inputs(spec.input_size, options.images_dir, options.seed)
-    is_photo = np.array([not s.startswith("random:") for s in inputs.sources])
-    reference = reference_joints(load_manifest_checkpoint(manifest), inputs.images)
+    loaded = load_manifest_checkpoint(manifest)
+    inputs = inputs_for(loaded, options.images_dir, options.seed)
+    groups = inputs.group_masks()
+    reference = reference_joints(loaded, inputs.images)
     contract_inputs = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
 
     results: dict[str, dict] = {b.name: {"repeats_p50_ms": []} for b in backends}
@@ -139,10 +140,9 @@ def run_bench(options: BenchOptions) -> dict:
                     outputs = np.load(outputs_file)
                     row["parity_gate"] = compare_joints(
                         outputs, reference, spec, tolerance_for(backend.format, backend.precision)).to_dict()
-                    row["parity_photos"] = parity_stats(outputs[is_photo], reference[is_photo], spec.input_size,
-                                                        spec.heatmap_size, spec.depth_bins).to_dict()
-                    row["parity_random"] = parity_stats(outputs[~is_photo], reference[~is_photo], spec.input_size,
-                                                        spec.heatmap_size, spec.depth_bins).to_dict()
+                    for group, mask in groups.items():
+                        row[f"parity_{group}"] = parity_stats(outputs[mask], reference[mask], spec.input_size,
+                                                              spec.heatmap_size, spec.depth_bins).to_dict()
     roofline = _gemm_roofline(options.threads)
     rows = []
     baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
@@ -174,7 +174,8 @@ def run_bench(options: BenchOptions) -> dict:
         "settings": {**options.settings.__dict__, "threads": options.threads, "repeats": options.repeats,
                      "process_per_backend": True},
         "inputs": {"images_dir": str(options.images_dir or DEFAULT_IMAGES_DIR), "sources": list(inputs.sources),
-                   "n_photos": int(is_photo.sum()), "n_random": int((~is_photo).sum()), "seed": options.seed},
+                   **{f"n_{group}": int(mask.sum()) for group, mask in groups.items()}, "seed": options.seed,
+                   "judged_on": inputs.judged_group},
         "joint_names": manifest["joints"]["names"],
         "roofline": {**roofline, **throughput},
         "backends": rows,

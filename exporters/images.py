@@ -1,4 +1,6 @@
-"""Parity inputs: real photos as square crops resized to the model input, plus seeded noise."""
+"""Parity inputs: real photos as square crops resized to the model input, seeded noise, and -- for
+weights trained on the synthetic task -- fresh images of that task's evaluation split, the inputs
+such weights must be judged on (their heatmaps are unimodal there, not on photos or noise)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from models.checkpoint import LoadedCheckpoint
 from models.errors import ExportError
+from models.spec import ModelSpec
+from models.trained_checkpoint import TRAINED_KIND
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Sample photos shipped with the project (MIT, see data/people/NOTICE.md).
 DEFAULT_IMAGES_DIR = REPO_ROOT / "data" / "people"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 NUM_RANDOM_INPUTS = 3
+NUM_SYNTHETIC_INPUTS = 10
+#: Source prefixes of the input groups; photos have none.
+RANDOM_PREFIX, SYNTHETIC_PREFIX = "random:", "synthetic-eval:"
 _WIDE = 1.3  # aspect ratio past which a photo gives left/centre/right crops
 
 
@@ -27,6 +35,18 @@ class InputSet:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def group_masks(self) -> dict[str, np.ndarray]:
+        """Boolean row masks of the non-empty groups: 'photos', 'random', 'synthetic'."""
+        random_ = np.array([s.startswith(RANDOM_PREFIX) for s in self.sources], dtype=bool)
+        synthetic = np.array([s.startswith(SYNTHETIC_PREFIX) for s in self.sources], dtype=bool)
+        masks = {"photos": ~(random_ | synthetic), "random": random_, "synthetic": synthetic}
+        return {name: m for name, m in masks.items() if m.any()}
+
+    @property
+    def judged_group(self) -> str:
+        """The group precision is judged on: the training distribution when there is one, else photos."""
+        return "synthetic" if "synthetic" in self.group_masks() else "photos"
 
 
 def square_crops(image: Image.Image) -> list[tuple[str, Image.Image]]:
@@ -64,11 +84,28 @@ def load_images(folder: Path, size: int) -> InputSet:
 def random_inputs(n: int, size: int, seed: int) -> InputSet:
     rng = np.random.default_rng(seed)
     images = rng.random((n, 3, size, size), dtype=np.float32)
-    return InputSet(images, tuple(f"random:seed{seed}:{i}" for i in range(n)))
+    return InputSet(images, tuple(f"{RANDOM_PREFIX}seed{seed}:{i}" for i in range(n)))
 
 
-def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0) -> InputSet:
-    """The fixed verification set: every photo crop, then NUM_RANDOM_INPUTS seeded noise images."""
-    photos = load_images(images_dir or DEFAULT_IMAGES_DIR, size)
-    noise = random_inputs(NUM_RANDOM_INPUTS, size, seed)
-    return InputSet(np.concatenate([photos.images, noise.images]), photos.sources + noise.sources)
+def synthetic_inputs(spec: ModelSpec, n: int, seed: int) -> InputSet:
+    """Images 0..n-1 of the synthetic task's evaluation split (never used in training)."""
+    from models.synthetic_task import EVAL, render_batch
+
+    images = render_batch(spec, seed, 0, n, EVAL).images.numpy()
+    return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(n)))
+
+
+def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,
+                  synthetic_spec: ModelSpec | None = None) -> InputSet:
+    """The fixed verification set: every photo crop, NUM_RANDOM_INPUTS seeded noise images, then
+    NUM_SYNTHETIC_INPUTS synthetic evaluation images when ``synthetic_spec`` is given."""
+    parts = [load_images(images_dir or DEFAULT_IMAGES_DIR, size), random_inputs(NUM_RANDOM_INPUTS, size, seed)]
+    if synthetic_spec is not None:
+        parts.append(synthetic_inputs(synthetic_spec, NUM_SYNTHETIC_INPUTS, seed))
+    return InputSet(np.concatenate([p.images for p in parts]), sum((p.sources for p in parts), ()))
+
+
+def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: int = 0) -> InputSet:
+    """``parity_inputs`` for a checkpoint: weights trained on the synthetic task also get its images."""
+    trained_synthetic = bool(loaded.synthetic) and loaded.synthetic.get("kind") == TRAINED_KIND
+    return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if trained_synthetic else None)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from exporters import to_coreml, to_onnx, to_tflite
 from exporters.contract import InputContract, fold_normalization
-from exporters.images import REPO_ROOT, InputSet, parity_inputs
+from exporters.images import InputSet, inputs_for
 from exporters.manifest import (
     MANIFEST_NAME,
     Artifact,
@@ -41,11 +41,11 @@ from models.errors import ConvNeXtPoseError, ExportError
 from models.network import ConvNeXtPose
 from models.spec import spec_for
 from models.synthetic import write_synthetic_checkpoint
+from models.trained_checkpoint import CACHE_DIR, TRAINED_KIND, reference_checkpoint
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite", "coreml")
-DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "artifacts" / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class ExportOptions:
     images_dir: Path | None = None
     seed: int = 0
     threads: int = 2
+    untrained_default: bool = False  # without a checkpoint: untrained synthetic weights instead of the trained reference
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,15 @@ class _Run:
         return artifact
 
 
-def default_checkpoint(variant: str, joints: int, seed: int) -> Path:
-    """The built-in checkpoint: synthetic, UNTRAINED, cached under artifacts/checkpoints/."""
-    path = DEFAULT_CHECKPOINT_DIR / f"synthetic-untrained-{variant}-j{joints}-seed{seed}.pth.tar"
+def default_checkpoint(variant: str, joints: int, seed: int, untrained: bool = False) -> Path:
+    """The built-in checkpoint, cached under artifacts/checkpoints/: the trained-synthetic reference
+    weights (trained once, ~15 min on 2 cores), or with ``untrained`` a synthetic untrained one."""
+    spec = spec_for(variant, joints)
+    if not untrained:
+        return reference_checkpoint(spec, seed)
+    path = CACHE_DIR / f"synthetic-untrained-{variant}-j{joints}-seed{seed}.pth.tar"
     if not path.exists():
-        write_synthetic_checkpoint(spec_for(variant, joints), path, seed=seed)
+        write_synthetic_checkpoint(spec, path, seed=seed)
     return path
 
 
@@ -141,7 +146,7 @@ def _stage_tflite(run: _Run) -> None:
     onnx_path = work / "mobile.onnx"
     to_onnx.export_onnx(mobile_model, run.contract, onnx_path, run.metadata, o.opset, False)
     simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata)
-    photos = run.inputs.images[[not s.startswith("random:") for s in run.inputs.sources]]
+    photos = run.inputs.images[run.inputs.group_masks()["photos"]]
     saved_model = to_tflite.onnx_to_saved_model(onnx_path, work, photos)
     for precision in to_tflite.PRECISIONS:
         path = run.staging / f"{run.stem}_{precision}.tflite"
@@ -190,18 +195,23 @@ def run_export(options: ExportOptions) -> ExportResult:
     checkpoint = options.checkpoint
     if checkpoint is None:
         variant = options.variant or "S"
-        checkpoint = default_checkpoint(variant, options.joints, options.seed)
-        log.warning("no checkpoint given: using a SYNTHETIC, UNTRAINED %s checkpoint (%s); the artifacts "
-                    "are for testing the pipeline, not for predicting poses", variant, checkpoint)
+        checkpoint = default_checkpoint(variant, options.joints, options.seed, options.untrained_default)
+        log.warning("no checkpoint given: using the built-in %s %s checkpoint (%s); it localises joints on "
+                    "synthetic figures only -- export your released checkpoint with --checkpoint for real photos",
+                    "UNTRAINED synthetic" if options.untrained_default else "trained-synthetic reference", variant,
+                    checkpoint)
     loaded = load_checkpoint(checkpoint, options.variant, options.joints, options.num_upsample)
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    if loaded.synthetic:
+    if loaded.synthetic and loaded.synthetic.get("kind") == TRAINED_KIND:
+        log.warning("checkpoint %s was trained on the synthetic task only: parity is judged on that task's images",
+                    loaded.path)
+    elif loaded.synthetic:
         log.warning("checkpoint %s is synthetic (%s): NOT a trained pose model", loaded.path, loaded.synthetic["kind"])
     spec = loaded.spec
     contract = InputContract.for_spec(spec, options.fold_normalization)
     model = fold_normalization(loaded.build_model()) if options.fold_normalization else loaded.build_model()
-    inputs = parity_inputs(spec.input_size, options.images_dir, options.seed)
+    inputs = inputs_for(loaded, options.images_dir, options.seed)
     reference = reference_joints(loaded, inputs.images)
     timings["load"] = time.perf_counter() - start
     log.info("loaded %s (%s, %s params); verification set: %d inputs", loaded.path, spec.name,
@@ -254,5 +264,5 @@ def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckp
     lines.insert(1, "  ".join("-" * w for w in widths))
     title = f"ConvNeXtPose {loaded.spec.name} -> {out_dir}"
     if loaded.synthetic:
-        title += f"   [SYNTHETIC {loaded.synthetic['kind'].upper()} WEIGHTS]"
+        title += f"   [SYNTHETIC WEIGHTS: {loaded.synthetic['kind']}]"
     return "\n".join([title, *lines, *(f"{'*' * (i + 1)} parity by the {n}" for i, n in enumerate(notes))])

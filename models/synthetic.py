@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -99,17 +101,25 @@ def to_legacy_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def save_atomic(payload: dict, out: Path) -> None:
-    """torch.save under a temporary name in the same folder, then rename: never a half-written file."""
+def write_atomic(out: Path, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` to a temporary name in the same folder, then rename: never a half-written file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_atomic(payload: dict, out: Path) -> None:
+    write_atomic(Path(out), lambda tmp: torch.save(payload, tmp))
+
+
+def copy_atomic(src: Path, out: Path) -> None:
+    write_atomic(Path(out), lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_synthetic_checkpoint(

@@ -8,15 +8,13 @@ and the training and evaluation summary, so every later figure can say which wei
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
-import torch
 
 from models.spec import ModelSpec
-from models.synthetic import optimizer_state
+from models.synthetic import optimizer_state, save_atomic
 from models.train_eval import evaluate_synthetic, save_sample_png
 from models.train_loop import train_model
 from models.train_schedule import Schedule, resolve
@@ -80,15 +78,7 @@ def write_trained_checkpoint(
         },
     }
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_atomic(payload, out)
     log.info("wrote %s %s checkpoint to %s (%d steps, %.0f s)", TRAINED_KIND, spec.name, out, report.steps, report.wall_s)
     return out
 
@@ -96,3 +86,29 @@ def write_trained_checkpoint(
 def _plain(d: dict) -> dict:
     """Only types torch.load(weights_only=True) accepts: tuples become lists, recursively."""
     return {k: _plain(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# ---- the cached reference weights ------------------------------------------------------------
+#: Where reference weights are built once and reused (ignored by git, see artifacts/README.md).
+CACHE_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "checkpoints"
+
+
+def schedule_digest(spec: ModelSpec, schedule: Schedule, seed: int) -> str:
+    """Names what a cached file was trained with: a changed recipe, spec or seed never reuses an old file."""
+    key = repr((dataclasses.astuple(spec), _plain(dataclasses.asdict(schedule)), seed))
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def reference_checkpoint(
+    spec: ModelSpec, seed: int = 0, short: bool = False, cache_dir: str | Path | None = None, progress: bool = True,
+) -> Path:
+    """The trained-synthetic reference checkpoint of ``spec``: trained on the first call, then read from the cache."""
+    schedule = resolve(spec, None, None, None, short)
+    name = f"trained-synthetic-{spec.name}-j{spec.joints}-seed{seed}{'-short' if short else ''}-{schedule_digest(spec, schedule, seed)}.pth.tar"
+    path = Path(cache_dir or CACHE_DIR) / name
+    if path.is_file():
+        log.info("reference weights from the cache: %s", path)
+        return path
+    log.info("training the %s reference weights once (%s schedule); later calls reuse %s", spec.name,
+             "short CI" if short else "full", path)
+    return write_trained_checkpoint(spec, path, seed=seed, schedule=schedule, progress=progress)

@@ -1,5 +1,7 @@
 """Input contract: folding ImageNet normalisation into the stem is exact."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -46,3 +48,22 @@ def test_tall_images_are_cropped_top_and_bottom():
 
     names = [n for n, _ in square_crops(Image.new("RGB", (100, 200)))]
     assert names == ["centre", "top", "bottom"]
+
+
+def test_weights_trained_on_the_synthetic_task_are_judged_on_its_images(tiny_spec, make_ckpt, tmp_path):
+    from exporters.images import NUM_SYNTHETIC_INPUTS, inputs_for
+    from models.checkpoint import load_checkpoint
+    from models.train_schedule import Schedule
+    from models.trained_checkpoint import write_trained_checkpoint
+
+    tiny_spec = dataclasses.replace(tiny_spec, joints=18)  # the synthetic task's 18-joint set
+    trained = write_trained_checkpoint(tiny_spec, tmp_path / "t.pth.tar", schedule=Schedule(steps=1, batch_size=2),
+                                       eval_n=2, progress=False)
+    inputs = inputs_for(load_checkpoint(trained, tiny_spec))
+    groups = inputs.group_masks()
+    assert set(groups) == {"photos", "random", "synthetic"} and inputs.judged_group == "synthetic"
+    assert groups["synthetic"].sum() == NUM_SYNTHETIC_INPUTS and inputs.images.shape[1:] == (3, 64, 64)
+    assert all(s.startswith("synthetic-eval:") for s in np.array(inputs.sources)[groups["synthetic"]])
+
+    untrained = inputs_for(load_checkpoint(make_ckpt("XS"), "XS"))
+    assert set(untrained.group_masks()) == {"photos", "random"} and untrained.judged_group == "photos"

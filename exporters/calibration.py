@@ -1,0 +1,164 @@
+"""Deterministic calibration sets for integer quantisation (the representative dataset).
+
+Static int8 quantisation fixes every activation's range from the activations seen on a few dozen
+inputs. The set must look like what the app feeds (person crops, RGB in [0, 1]) and must be
+*reproducible*: the same arguments give byte-identical images, so the sha256 recorded in the
+manifest identifies the set and a re-export gives the same quantised model.
+
+Two sources:
+
+- image files (a folder or a list of paths; default the people photos): each calibration image is
+  a seeded random square crop (scale), optionally flipped, brightness-jittered and resized to S;
+- a callable ``fn(n) -> images`` that renders synthetic images (e.g. the synthetic task's TRAIN
+  split), used as is or with the same augmentation.
+
+Calibration and evaluation images must be disjoint: this module never looks at evaluation data,
+the caller picks the source and the description says which it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from exporters.images import DEFAULT_IMAGES_DIR, IMAGE_SUFFIXES
+from models.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 64  # images; ranges of a ReLU network settle after a few dozen crops
+ImageSource = Union[Path, str, Sequence[Union[Path, str]], Callable[[int], np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the seeded augmentation. Mild on purpose: calibration should cover the inputs
+    the app sends (a person crop), not stretch activation ranges with unrealistic images."""
+
+    min_scale: float = 0.6  # side of the square crop / shorter side of the photo
+    max_scale: float = 1.0
+    flip_prob: float = 0.5
+    brightness: tuple[float, float] = (0.75, 1.25)  # multiplicative, then clipped to [0, 1]
+
+
+NO_AUGMENTATION = None
+DEFAULT_AUGMENTATION = Augmentation()
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """(N, S, S, 3) float32 NHWC RGB in [0, 1] (the TFLite input contract), with its identity."""
+
+    images: np.ndarray
+    sha256: str  # of images.tobytes() (C order, float32 little-endian)
+    source: str  # e.g. "files:data/people" or "callable:synthetic TRAIN split"
+    description: str  # files used, seed, augmentation: enough to rebuild the set
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def signature_data(self, input_name: str = "image", signature: str = "serving_default") -> dict[str, list[dict[str, np.ndarray]]]:
+        """ai-edge-quantizer's calibration format: one 1xSxSx3 sample per entry (batch 1 model)."""
+        return {signature: [{input_name: img[None]} for img in self.images]}
+
+    def to_manifest(self) -> dict[str, object]:
+        n, s, _, c = self.images.shape
+        return {"n": n, "shape": [n, s, s, c], "sha256": self.sha256, "source": self.source,
+                "description": self.description}
+
+
+def digest(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _augment(image: Image.Image, size: int, rng: np.random.Generator, aug: Augmentation | None) -> np.ndarray:
+    """One seeded crop -> (S, S, 3) float32 in [0, 1]."""
+    w, h = image.size
+    if aug is None:
+        side = min(w, h)
+        x0, y0, flip, gain = (w - side) // 2, (h - side) // 2, False, 1.0
+    else:
+        # Draw every random number even when unused, so one image's draw never shifts the next.
+        scale, fx, fy, u, gain = rng.uniform(aug.min_scale, aug.max_scale), rng.random(), rng.random(), \
+            rng.random(), rng.uniform(*aug.brightness)
+        side = max(1, int(round(min(w, h) * scale)))
+        x0, y0, flip = int(fx * (w - side)), int(fy * (h - side)), u < aug.flip_prob
+    crop = image.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.Resampling.BILINEAR)
+    if flip:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.clip(np.asarray(crop, dtype=np.float32) / 255.0 * gain, 0.0, 1.0)
+
+
+def _list_files(source: Path | str | Sequence[Path | str]) -> list[Path]:
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ExportError(f"calibration folder {folder} does not exist")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        files = [Path(p) for p in source]
+    if not files:
+        raise ExportError(f"calibration source {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def from_files(source: Path | str | Sequence[Path | str] = DEFAULT_IMAGES_DIR, size: int = 256, n: int = DEFAULT_SIZE,
+               seed: int = 0, augmentation: Augmentation | None = DEFAULT_AUGMENTATION) -> CalibrationSet:
+    """n augmented crops cycling over the (sorted) files; deterministic in every argument."""
+    files = _list_files(source)
+    photos = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                photos.append(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ExportError(f"calibration image {path} cannot be read: {exc}") from None
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n, size]))
+    images = np.stack([_augment(photos[i % len(photos)], size, rng, augmentation) for i in range(n)])
+    where = files[0].parent if isinstance(source, (str, Path)) else "list"
+    desc = (f"{n} crops of {len(files)} files [{', '.join(p.name for p in files)}] in {where}, seed {seed}, "
+            f"augmentation {augmentation}")
+    return _finish(images, f"files:{where}", desc)
+
+
+def from_callable(render: Callable[[int], np.ndarray], size: int = 256, n: int = DEFAULT_SIZE, seed: int = 0,
+                  augmentation: Augmentation | None = NO_AUGMENTATION, name: str = "callable") -> CalibrationSet:
+    """``render(n)`` gives (n, 3, S, S) or (n, S, S, 3) images in [0, 1] (float) or 0..255 (uint8).
+
+    The callable owns its own determinism (e.g. the synthetic task's (seed, split, index)); the
+    optional augmentation here is seeded by ``seed``.
+    """
+    raw = np.asarray(render(n))
+    if raw.ndim != 4 or 3 not in (raw.shape[1], raw.shape[-1]):
+        raise ExportError(f"calibration callable {name} returned shape {raw.shape}, expected (n, 3, S, S) or (n, S, S, 3)")
+    nhwc = raw if raw.shape[-1] == 3 else raw.transpose(0, 2, 3, 1)
+    nhwc = nhwc.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else nhwc.astype(np.float32)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n, size]))
+    if augmentation is not None or nhwc.shape[1:3] != (size, size):
+        as_pil = [Image.fromarray((np.clip(x, 0, 1) * 255).round().astype(np.uint8)) for x in nhwc]
+        nhwc = np.stack([_augment(img, size, rng, augmentation) for img in as_pil])
+    return _finish(nhwc, f"callable:{name}", f"{len(nhwc)} images from {name}, seed {seed}, augmentation {augmentation}")
+
+
+def build_calibration_set(source: ImageSource = DEFAULT_IMAGES_DIR, size: int = 256, n: int = DEFAULT_SIZE,
+                          seed: int = 0, augmentation: Augmentation | None = DEFAULT_AUGMENTATION,
+                          name: str = "callable") -> CalibrationSet:
+    """Dispatch on the source: a callable renders images, anything else names image files."""
+    if callable(source):
+        return from_callable(source, size, n, seed, augmentation, name)
+    return from_files(source, size, n, seed, augmentation)
+
+
+def _finish(images: np.ndarray, source: str, description: str) -> CalibrationSet:
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if not (np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0):
+        raise ExportError(f"calibration images from {source} are not finite values in [0, 1]")
+    result = CalibrationSet(images, digest(images), source, description)
+    log.info("calibration set: %d x %s from %s, sha256 %s", len(images), images.shape[1:], source, result.sha256[:12])
+    return result
