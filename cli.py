@@ -119,6 +119,7 @@ def _export(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch,
         simplifier=args.simplifier,
         images_dir=args.images,
+        calib_dir=args.calib,
         seed=args.seed,
         untrained_default=args.untrained,
     )
@@ -140,7 +141,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConvNeXtPoseError("bench needs the export folder OUT (or --compare OLD.json NEW.json)")
     settings = LatencySettings(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds)
     run_bench(BenchOptions(out_dir=args.out, threads=args.threads, images_dir=args.images, repeats=args.repeats,
-                           settings=settings, only=tuple(args.only.split(",")) if args.only else ()))
+                           settings=settings, only=tuple(args.only.split(",")) if args.only else (),
+                           synthetic_n=args.synthetic_n))
     print((args.out / BENCH_MD).read_text())
     return 0
 
@@ -211,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
     p.add_argument("--upsample", type=int, help="upsampling layers of a custom head")
-    p.add_argument("--formats", default="onnx,tflite,coreml", help="comma list of onnx,tflite,coreml")
+    p.add_argument("--formats", default="onnx,tflite,tflite-int8,coreml",
+                   help="comma list of onnx,tflite,tflite-int8,coreml (tflite-int8 needs tflite)")
+    p.add_argument("--calib", type=Path,
+                   help="folder of photos for int8 calibration (default: the synthetic task's TRAIN split for the "
+                        "trained-synthetic weights, else every other sample photo); kept disjoint from the judged inputs")
     p.add_argument("--normalized-input", action="store_true",
                    help="keep ImageNet normalisation outside the model (default: folded in, input RGB in [0,1])")
     p.add_argument("--opset", type=int, default=17)
@@ -230,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=int, default=50)
     p.add_argument("--min-seconds", type=float, default=5.0)
     p.add_argument("--only", help="comma list of backend names")
+    p.add_argument("--synthetic-n", type=int, default=100,
+                   help="synthetic-task images for parity of weights trained on that task (default 100)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.set_defaults(func=_bench)
 

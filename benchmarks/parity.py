@@ -65,8 +65,9 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     from exporters.contract import normalise
     from exporters.images import inputs_for
     from exporters.runtimes import coreml_runner, run_onnx, run_tflite
-    from exporters.tolerances import tolerance_for
-    from exporters.verify import compare_joints, reference_joints
+    from exporters.calibration import int8_judged_mask
+    from exporters.tolerances import P99_GATED
+    from exporters.verify import check, reference_joints
 
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text())
@@ -81,7 +82,9 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     for art in manifest["artifacts"]:
         run = runners[art["format"]]
         joints = run(out_dir / art["file"], fed) if run is evaluate_coreml else run(out_dir / art["file"], fed, threads)
-        report = compare_joints(joints, reference, loaded.spec, tolerance_for(art["format"], art["precision"]))
+        judged = (int8_judged_mask(manifest, inputs) if art["precision"] in P99_GATED
+                  else inputs.group_masks()[inputs.judged_group])
+        report = check(joints, reference, loaded.spec, art["format"], art["precision"], judged)
         by = {"evaluated_by": evaluated_by} if run is evaluate_coreml else {}
         checks.append({"file": art["file"], **report.to_dict(), **by})
     return checks

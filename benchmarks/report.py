@@ -22,7 +22,8 @@ def judged_group(bench: dict) -> str:
 
 
 def judged_parity(bench: dict, row: dict) -> dict | None:
-    return row.get(f"parity_{judged_group(bench)}")
+    """Integer rows: their own judged inputs (disjoint from calibration); others: the judged group."""
+    return row.get("parity_int8_judged") or row.get(f"parity_{judged_group(bench)}")
 
 
 def markdown(bench: dict) -> str:
@@ -49,7 +50,9 @@ def markdown(bench: dict) -> str:
             notes.append(f"- {row['backend']}: {row['reason']}")
         if row["status"] == "failed" and row.get("parity_gate"):
             g = row["parity_gate"]
-            notes.append(f"- {row['backend']}: max |d| {g['max_abs_px']:.3g} px > tolerance {g['tolerance_px']:g}")
+            gated = g["p99_xy_judged_px"] if g.get("gate") == "p99" else g["max_abs_px"]
+            notes.append(f"- {row['backend']}: {'p99 2-D error' if g.get('gate') == 'p99' else 'max |d|'} "
+                         f"{gated:.3g} px > tolerance {g['tolerance_px']:g}")
         lines.append(
             f"| {row['backend']} | {row['format']} | {row['precision']} | "
             f"{_fmt(row['size_mb'] or None, '.1f')} | {mark} | "

@@ -96,16 +96,18 @@ def synthetic_inputs(spec: ModelSpec, n: int, seed: int) -> InputSet:
 
 
 def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,
-                  synthetic_spec: ModelSpec | None = None) -> InputSet:
+                  synthetic_spec: ModelSpec | None = None, synthetic_n: int = NUM_SYNTHETIC_INPUTS) -> InputSet:
     """The fixed verification set: every photo crop, NUM_RANDOM_INPUTS seeded noise images, then
-    NUM_SYNTHETIC_INPUTS synthetic evaluation images when ``synthetic_spec`` is given."""
+    ``synthetic_n`` synthetic evaluation images when ``synthetic_spec`` is given."""
     parts = [load_images(images_dir or DEFAULT_IMAGES_DIR, size), random_inputs(NUM_RANDOM_INPUTS, size, seed)]
     if synthetic_spec is not None:
-        parts.append(synthetic_inputs(synthetic_spec, NUM_SYNTHETIC_INPUTS, seed))
+        parts.append(synthetic_inputs(synthetic_spec, synthetic_n, seed))
     return InputSet(np.concatenate([p.images for p in parts]), sum((p.sources for p in parts), ()))
 
 
-def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: int = 0) -> InputSet:
+def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: int = 0,
+               synthetic_n: int = NUM_SYNTHETIC_INPUTS) -> InputSet:
     """``parity_inputs`` for a checkpoint: weights trained on the synthetic task also get its images."""
     trained_synthetic = bool(loaded.synthetic) and loaded.synthetic.get("kind") == TRAINED_KIND
-    return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if trained_synthetic else None)
+    return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if trained_synthetic else None,
+                         synthetic_n)

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from exporters import to_coreml, to_onnx, to_tflite
+from exporters import to_coreml, to_onnx, to_tflite, to_tflite_int8
+from exporters.calibration import choose_calibration
 from exporters.contract import InputContract, fold_normalization
 from exporters.images import InputSet, inputs_for
 from exporters.manifest import (
@@ -34,8 +35,7 @@ from exporters.manifest import (
 from exporters.mobile_graph import for_xnnpack
 from exporters.runtimes import coreml_runner, run_onnx, run_tflite
 from exporters.simplify import simplify_onnx
-from exporters.tolerances import tolerance_for
-from exporters.verify import compare_joints, reference_joints
+from exporters.verify import check, reference_joints
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.errors import ConvNeXtPoseError, ExportError
 from models.network import ConvNeXtPose
@@ -45,7 +45,7 @@ from models.trained_checkpoint import CACHE_DIR, TRAINED_KIND, reference_checkpo
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite", "coreml")
+FORMATS = ("onnx", "tflite", "tflite-int8", "coreml")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class ExportOptions:
     dynamic_batch: bool = False
     simplifier: str = "onnxsim"
     images_dir: Path | None = None
+    calib_dir: Path | None = None  # int8 calibration photos (default: see calibration.choose_calibration)
     seed: int = 0
     threads: int = 2
     untrained_default: bool = False  # without a checkpoint: untrained synthetic weights instead of the trained reference
@@ -87,24 +88,22 @@ class _Run:
     metadata: dict[str, str]
     stem: str
     artifacts: list[Artifact] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it produced nothing
+    calibration: dict | None = None  # manifest record of the int8 calibration set
 
     @property
     def artifact_inputs(self) -> np.ndarray:
         return self.contract.prepare(self.inputs.images)
 
     def verify(self, path: Path, fmt: str, precision: str, layout: str, run: Callable,
-               details: dict | None = None, evaluated_by: str | None = None) -> Artifact:
-        report = compare_joints(run(path, self.artifact_inputs), self.reference, self.loaded.spec,
-                                tolerance_for(fmt, precision))
+               details: dict | None = None, evaluated_by: str | None = None,
+               judged: np.ndarray | None = None) -> Artifact:
+        judged = self.inputs.group_masks()[self.inputs.judged_group] if judged is None else judged
+        report = check(run(path, self.artifact_inputs), self.reference, self.loaded.spec, fmt, precision, judged)
         parity = report.to_dict() | ({"evaluated_by": evaluated_by} if evaluated_by else {})
         if not report.passed:
-            raise ExportError(
-                f"parity check failed for {path.name} ({fmt} {precision}"
-                f"{', ' + evaluated_by if evaluated_by else ''}): max |delta| "
-                f"{report.max_abs_px:.4g} heatmap px > tolerance {report.tolerance_px:g} "
-                f"(mean {report.mean_abs_px:.4g}, {report.max_abs_input_px:.4g} input px, "
-                f"{report.max_abs_depth_mm:.4g} mm) over {report.n_inputs} inputs"
-            )
+            raise ExportError(f"parity check failed for {path.name} ({fmt} {precision}"
+                              f"{', ' + evaluated_by if evaluated_by else ''}): {report.describe()}")
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
@@ -156,6 +155,40 @@ def _stage_tflite(run: _Run) -> None:
                    {"ops": ops, "signature": to_tflite.SIGNATURE_KEY, "graph_rewrites": rewrites})
 
 
+def _stage_tflite_int8(run: _Run) -> None:
+    """int8-dynamic and int8-w8a8-mixed from the verified fp32 .tflite (exporters/to_tflite_int8.py)."""
+    o = run.options
+    kind = (run.loaded.synthetic or {}).get("kind")
+    if run.loaded.synthetic and kind != TRAINED_KIND:
+        run.skipped["tflite-int8"] = (
+            f"untrained {kind} weights: their multi-modal heatmaps make any int8 error figure meaningless "
+            "(see README 'Integer TFLite'); export a trained checkpoint or the trained-synthetic reference")
+        log.warning("tflite-int8 skipped: %s", run.skipped["tflite-int8"])
+        return
+    fp32 = run.staging / f"{run.stem}_fp32.tflite"
+    choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
+    run.calibration = choice.to_manifest()
+    log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
+             choice.calibration.sha256[:12], choice.judged_description)
+    builds = {
+        "int8-dynamic": (lambda: to_tflite_int8.dynamic_range(fp32),
+                         to_tflite_int8.describe_dynamic()),
+        **{recipe.name: (lambda r=recipe: to_tflite_int8.quantize_static(fp32, choice.calibration, r, o.threads),
+                         to_tflite_int8.describe_static(recipe))
+           for recipe in (to_tflite_int8.W8A8_MIXED, to_tflite_int8.W8A8_POINTWISE)},
+    }
+    for precision, (build, recipe) in builds.items():
+        path = run.staging / f"{run.stem}_{precision}.tflite"
+        path.write_bytes(build())
+        ops = to_tflite.check_builtin_only(path)
+        partitions, delegated, total = to_tflite_int8.delegated_nodes(path, o.threads)
+        run.verify(path, "tflite", precision, "NHWC", lambda p, x: run_tflite(p, x, o.threads),
+                   {"ops": ops, "signature": to_tflite.SIGNATURE_KEY, "recipe": recipe,
+                    "xnnpack": {"partitions": partitions, "delegated_nodes": delegated, "nodes": total},
+                    "calibration_sha256": choice.calibration.sha256 if "w8a8" in precision else None},
+                   judged=choice.judged)
+
+
 def _stage_coreml(run: _Run) -> None:
     evaluate, evaluated_by = coreml_runner()
     for target in (to_coreml.MLPACKAGE, to_coreml.MLMODEL):
@@ -164,7 +197,8 @@ def _stage_coreml(run: _Run) -> None:
         run.verify(path, target.format, target.precision, "NCHW", evaluate, details, evaluated_by)
 
 
-STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "tflite": _stage_tflite, "coreml": _stage_coreml}
+STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "tflite": _stage_tflite,
+                                              "tflite-int8": _stage_tflite_int8, "coreml": _stage_coreml}
 
 
 # ---- publishing --------------------------------------------------------------------------------
@@ -189,6 +223,8 @@ def run_export(options: ExportOptions) -> ExportResult:
     unknown = [f for f in options.formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    if "tflite-int8" in options.formats and "tflite" not in options.formats:
+        raise ExportError("format tflite-int8 is quantised from the verified fp32 .tflite: add tflite to --formats")
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -239,15 +275,22 @@ def run_export(options: ExportOptions) -> ExportResult:
         timings["total"] = time.perf_counter() - start
         layouts = {a.format: a.layout for a in run.artifacts}
         manifest = build_manifest(loaded, contract, run.artifacts, timings, inputs.sources, layouts)
+        manifest["judged_on"] = inputs.judged_group
+        if run.calibration:
+            manifest["calibration"] = run.calibration
+        if run.skipped:
+            manifest["skipped"] = run.skipped
         _publish(run, out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(summary_table(run.artifacts, out_dir, loaded))
+    for stage, reason in run.skipped.items():
+        print(f"skipped {stage}: {reason}")
     return ExportResult(out_dir, manifest, run.artifacts)
 
 
 def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckpoint) -> str:
-    rows = [("file", "format", "precision", "input", "size MB", "max |d| hm px", "input px", "status")]
+    rows = [("file", "format", "precision", "input", "size MB", "max |d| hm px", "input px", "gate", "status")]
     notes = []
     for a in artifacts:
         p = a.parity
@@ -258,7 +301,8 @@ def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckp
             mark = "*" * (notes.index(p["evaluated_by"]) + 1)
         rows.append((a.file, a.format, a.precision, f"{a.layout} {'x'.join(map(str, a.input_shape))}",
                      f"{a.bytes / 1e6:.1f}", f"{p['max_abs_px']:.2e}", f"{p['max_abs_input_px']:.2e}",
-                     p["status"] + mark))
+                     f"{p['gate']} {p['p99_xy_judged_px'] if p['gate'] == 'p99' else p['max_abs_px']:.2g} <= "
+                     f"{p['tolerance_px']:g}", p["status"] + mark))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

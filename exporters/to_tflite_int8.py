@@ -1,24 +1,32 @@
 """Integer TFLite variants of the exported fp32 `.tflite` (signature `serving_default(image) -> joints`).
 
-- ``int8-dynamic``: int8 weights, float activations quantised on the fly per inference. No
-  calibration; XNNPACK runs the convolutions with its dynamically-quantised (QD8) kernels.
-- ``int8-w8a8-mixed``: a full-integer body -- int8 weights (per channel) and int8 activations for
-  every convolution, add and resize -- with the soft-argmax tail in float. A softmax over
-  J x D x H x W logits and the coordinate sums after it do not survive 8-bit activations (1.7 px
-  mean error with the tail in int8), the convolutional body does.
+- ``int8-dynamic`` (:func:`dynamic_range`): int8 per-channel weights for the CONV_2Ds, float
+  activations quantised on the fly. No calibration; XNNPACK runs those convs with its
+  dynamically-quantised (QD8) kernels.
+- ``int8-w8a8-mixed`` (:func:`quantize_static` with :data:`W8A8_MIXED`): the full-integer body --
+  int8 per-channel weights and int8 activations for every convolution, add, mul, resize (and the
+  exact transpose/reshape) -- with SOFTMAX and the coordinate FULLY_CONNECTED kept float. A
+  softmax over J x D x H x W logits and the coordinate sums after it do not survive 8-bit
+  activations (3.9 px mean error with them in int8, measured on XS), the body does.
 
-Both are built with ai-edge-quantizer on the fp32 flatbuffer (never hand-edited) or, for the
-dynamic variant, optionally with the TF Lite converter from the SavedModel (see ``to_tflite``).
-The graph input and output are kept float (``no_quantize`` on INPUT/OUTPUT): otherwise they come
-out int8 and the app contract (float RGB in [0, 1], joints in heatmap px) would change.
+Both are built with ai-edge-quantizer on the fp32 flatbuffer (never hand-edited); its metadata
+buffer and signature survive. The graph input and output stay float (``no_quantize`` on the
+INPUT/OUTPUT pseudo-ops): otherwise they come out int8 and the app contract (float RGB in [0, 1],
+joints in heatmap px) changes. What makes int8 fast on XNNPACK (measured, ai-edge-litert 2.3.0):
+every node must be delegated (one partition; check with ``delegated_nodes``), and the 7x7
+depthwise convs must stay split as ``mobile_graph`` does -- XNNPACK's int8 7x7 depthwise is even
+slower than its fp32 one (XS: 120 ms unsplit vs 8 ms split, fp32 17 ms). The gain is in the 1x1
+convolutions (3x); int8 depthwise convs gain nothing (see ``W8A8_POINTWISE``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+
+import numpy as np
 
 from exporters.calibration import CalibrationSet
 from exporters.contract import INPUT_NAME
@@ -26,17 +34,22 @@ from exporters.to_tflite import SIGNATURE_KEY
 
 log = logging.getLogger(__name__)
 
-ModelSource = Union[Path, str, bytes]
+ModelSource = Path | str | bytes
 
-#: The soft-argmax tail as onnx2tf emits it: NHWC -> NCHW transpose, reshape to (1, J, D*H*W),
-#: softmax, and a FULLY_CONNECTED with the constant voxel-coordinate table (BATCH_MATMUL in other
+#: The soft-argmax tail as onnx2tf emits it: NHWC -> NCHW TRANSPOSE, RESHAPE to (1, J, D*H*W),
+#: SOFTMAX, and a FULLY_CONNECTED with the constant voxel-coordinate table (BATCH_MATMUL in other
 #: converters). None of these op types occurs in the body, so matching by type is enough. MUL is
-#: NOT here: the body's standalone BatchNorms are MUL + ADD, and a float MUL inside the int8 body
+#: NOT here: the body's standalone BatchNorms are MUL (+ ADD), and a float op inside the int8 body
 #: costs a DEQUANTIZE/QUANTIZE pair each.
 TAIL_OPS: tuple[str, ...] = ("TRANSPOSE", "RESHAPE", "SOFTMAX", "FULLY_CONNECTED", "BATCH_MATMUL")
+#: The part of the tail that must be float. TRANSPOSE/RESHAPE only move int8 values (same scale:
+#: bit-exact), and moving int8 instead of float before the DEQUANTIZE is 4x less memory traffic.
+TAIL_FLOAT_OPS: tuple[str, ...] = ("SOFTMAX", "FULLY_CONNECTED", "BATCH_MATMUL")
 #: Dynamic range: XNNPACK has no hybrid (int8 weight, float activation) depthwise kernel -- such
 #: nodes fall back to TFLite's reference kernels and split the graph into 16 delegate partitions
-#: (measured: 39 of 121 nodes left out). Depthwise weights are tiny, so they stay float.
+#: (measured: 39 of 121 nodes left out, 2x slower). Depthwise weights are tiny: they stay float.
+#: The FULLY_CONNECTED must stay float too: quantising the softmax output on the fly
+#: (probabilities ~1e-4) and the coordinate table costs 0.2 px mean.
 DYNAMIC_FLOAT_OPS: tuple[str, ...] = ("DEPTHWISE_CONV_2D",) + TAIL_OPS
 
 
@@ -52,24 +65,35 @@ class StaticRecipe:
     name: str = "int8-w8a8-mixed"
     activation_bits: int = 8
     weight_bits: int = 8
-    weight_granularity: str = "CHANNELWISE"  # or "TENSORWISE"
-    float_ops: tuple[str, ...] = TAIL_OPS
+    weight_granularity: str = "CHANNELWISE"  # TENSORWISE: same speed, +0.1 px p99 on XS
+    float_ops: tuple[str, ...] = TAIL_FLOAT_OPS
     float_regexes: tuple[str, ...] = ()
     float_io: bool = True
+    #: int8 graph input fixed to scale 1/255, zero point -128: a camera's uint8 RGB byte b goes in
+    #: as the int8 b - 128 (``(frame ^ 0x80).view(np.int8)``), no float conversion on the phone.
+    int8_input: bool = False
     #: (regex, op, activation_bits) overrides applied after the body rule, e.g. a16w8 last conv
     overrides: tuple[tuple[str, str, int], ...] = field(default_factory=tuple)
-    #: How per-image activation ranges are merged over the calibration set (see ``RANGE_UPDATES``).
+    #: How per-image activation ranges are merged over the calibration set (see ``calibrate``).
     range_update: str = "moving_average"
+
+
+#: The full-integer-body recipe (the artifact `int8-w8a8-mixed`): every conv int8.
+W8A8_MIXED = StaticRecipe()
+#: Faster and more accurate, but not "every convolution int8": depthwise convs and ADDs float,
+#: pointwise/stem/downsampling/head convs int8 (`int8-w8a8-pw`). XNNPACK's int8 depthwise kernels
+#: are slower than its fp32 ones here (XS, 64x64x40, one block's split 7x7: 1.15 vs 0.90 ms, while
+#: the block's two 1x1 convs go 0.92 -> 0.29 ms), so the float depthwise pays for its Q/DQ pairs.
+W8A8_POINTWISE = StaticRecipe(name="int8-w8a8-pw", float_ops=TAIL_FLOAT_OPS + ("DEPTHWISE_CONV_2D", "ADD"))
 
 
 def _read(model: ModelSource) -> bytes:
     return bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
 
 
-def dynamic_range_aeq(fp32: ModelSource, float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> bytes:
-    """ai-edge-quantizer `dynamic_wi8_afp32` (per-channel int8 weights, float activations), with
-    ``float_ops`` left float. The tail must stay float here too: quantising the softmax output
-    on the fly (probabilities ~1e-4) and the coordinate table costs 0.2 px mean."""
+def dynamic_range(fp32: ModelSource, float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> bytes:
+    """The `int8-dynamic` artifact: ai-edge-quantizer `dynamic_wi8_afp32` (per-channel int8
+    weights, float activations) with ``float_ops`` left float (see ``DYNAMIC_FLOAT_OPS``)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     q = quantizer.Quantizer(bytearray(_read(fp32)), recipe.dynamic_wi8_afp32())
@@ -81,7 +105,10 @@ def dynamic_range_aeq(fp32: ModelSource, float_ops: Sequence[str] = DYNAMIC_FLOA
 def dynamic_range_tf(saved_model: Path) -> bytes:
     """TF Lite converter `Optimize.DEFAULT` without a representative dataset = dynamic range.
 
-    Needs the re-signed SavedModel (``to_tflite.onnx_to_saved_model``), not the .tflite."""
+    Kept for comparison, not recommended: it also quantises the depthwise convs (not delegated
+    by XNNPACK: as slow as fp32) and the coordinate table (0.22 px mean on XS vs 0.012 px for
+    :func:`dynamic_range`), and it drops the metadata buffer. Needs the re-signed SavedModel
+    (``to_tflite.onnx_to_saved_model``), not the .tflite."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE_KEY])
@@ -100,7 +127,8 @@ def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
     rm.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, recipe.activation_bits, recipe.weight_bits, gran)
     for regex, op, bits in recipe.overrides:
         rm.add_static_config(regex, qtyping.TFLOperationName(op), bits, recipe.weight_bits, gran)
-    keep = list(recipe.float_ops) + (["INPUT", "OUTPUT"] if recipe.float_io else [])
+    io = ["INPUT", "OUTPUT"] if recipe.float_io else []
+    keep = list(recipe.float_ops) + [op for op in io if not (op == "INPUT" and recipe.int8_input)]
     for op in keep:
         rm.add_quantization_config(".*", qtyping.TFLOperationName(op), algorithm_key="no_quantize")
     for regex in recipe.float_regexes:
@@ -109,46 +137,43 @@ def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
     return rm.get_quantization_recipe()
 
 
-def _range_update(kind: str):
-    """QSV merge functions. ai-edge-quantizer's default is an exponential moving average
-    (factor 0.95) of each image's min/max: order-dependent, dominated by the last ~20 images.
-    ``min_max`` takes the extremes over the whole set (no clipping of any calibration image),
-    ``mean`` the plain average of per-image extremes (order-free version of the default)."""
-    from ai_edge_quantizer.utils import qsv_utils
-
-    if kind == "moving_average":
-        return qsv_utils.moving_average_update
-    if kind == "min_max":
-        return qsv_utils.min_max_update
-    if kind == "mean":
-        counts: dict[int, int] = {}
-
-        def mean_update(qsv, new_qsv):
-            if not qsv:
-                return dict(new_qsv)
-            # qsv dicts are per tensor and replaced on update: count by the id of the result
-            n = counts.pop(id(qsv), 1)
-            out = {k: (qsv[k] * n + new_qsv[k]) / (n + 1) for k in ("min", "max")}
-            counts[id(out)] = n + 1
-            return out
-
-        return mean_update
-    raise ValueError(f"range_update {kind!r} is not one of moving_average, min_max, mean")
+RANGE_UPDATES = ("moving_average", "min_max", "mean")
 
 
 def calibrate(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticRecipe = StaticRecipe(),
               num_threads: int = 2) -> dict:
-    """Per-tensor activation ranges (QSVs) of the float model on the calibration set."""
-    from ai_edge_quantizer import calibrator, recipe_manager
+    """Per-tensor activation ranges (QSVs: min/max) of the float model on the calibration set.
 
+    ``recipe.range_update`` says how per-image ranges are merged. ai-edge-quantizer's default,
+    ``moving_average``, is an exponential moving average (factor 0.95) of each image's min/max:
+    order-dependent, dominated by the last ~20 images. ``min_max`` takes the extremes over the set
+    (no calibration image clipped, coarser steps); ``mean`` the plain average of per-image
+    extremes (the order-free version of the default). Measured on XS/S they differ by < 0.05 px p99.
+    """
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    if recipe.range_update not in RANGE_UPDATES:
+        raise ValueError(f"range_update {recipe.range_update!r} is not one of {RANGE_UPDATES}")
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(static_recipe_rules(recipe))
-    calib = calibrator.Calibrator(bytearray(_read(fp32)), num_threads=num_threads,
-                                  qsv_update_func=_range_update(recipe.range_update))
-    calib.calibrate(calibration.signature_data(INPUT_NAME, SIGNATURE_KEY), rm)
-    log.info("calibrated %s on %d images (%s), ranges merged by %s", recipe.name, len(calibration),
+    update = qsv_utils.min_max_update if recipe.range_update == "min_max" else qsv_utils.moving_average_update
+    calib = calibrator.Calibrator(bytearray(_read(fp32)), num_threads=num_threads, qsv_update_func=update)
+    data = calibration.signature_data(INPUT_NAME, SIGNATURE_KEY)
+    if recipe.range_update != "mean":
+        calib.calibrate(data, rm)
+        qsvs = calib.get_model_qsvs()
+    else:  # one image at a time, then the average of the per-image extremes
+        per_image = []
+        for sample in data[SIGNATURE_KEY]:
+            calib.reset_model_qsvs()
+            calib.calibrate({SIGNATURE_KEY: [sample]}, rm)
+            per_image.append(calib.get_model_qsvs())
+        qsvs = {name: {k: sum(q[name][k] for q in per_image) / len(per_image) for k in ("min", "max")}
+                for name in per_image[0]}
+    log.info("calibrated %s on %d images (sha256 %s), ranges merged by %s", recipe.name, len(calibration),
              calibration.sha256[:12], recipe.range_update)
-    return calib.get_model_qsvs()
+    return qsvs
 
 
 def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticRecipe = StaticRecipe(),
@@ -158,7 +183,19 @@ def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: Stat
 
     q = quantizer.Quantizer(bytearray(_read(fp32)), static_recipe_rules(recipe))
     qsvs = qsvs if qsvs is not None else calibrate(fp32, calibration, recipe, num_threads)
+    if recipe.int8_input:
+        # The input range is the contract, not a statistic: [0, 1] exactly -> 1/255 steps, i.e.
+        # the camera's own 256 levels, whatever min/max the calibration images happen to reach.
+        qsvs = {**qsvs, _input_tensor_name(fp32): {"min": np.float32(0.0), "max": np.float32(1.0)}}
     return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
+
+
+def _input_tensor_name(model: ModelSource) -> str:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=_read(model))
+    index = it.get_signature_runner(SIGNATURE_KEY).get_input_details()[INPUT_NAME]["index"]
+    return next(t["name"] for t in it.get_tensor_details() if t["index"] == index)
 
 
 def op_types(model: ModelSource) -> dict[str, dict[str, int]]:
@@ -175,8 +212,31 @@ def op_types(model: ModelSource) -> dict[str, dict[str, int]]:
     return hist
 
 
-def unique_ops(names: Sequence[str]) -> list[str]:
-    return sorted(set(names))
+def delegated_nodes(model: ModelSource, threads: int = 2) -> tuple[int, int, int]:
+    """(XNNPACK partitions, delegated nodes, all nodes). After the first invoke the interpreter
+    lists DELEGATE nodes after the original ones; a node is delegated when it lies between a
+    delegate node's inputs and outputs. One partition holding every node is the fast case."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=_read(model), num_threads=threads)
+    runner = it.get_signature_runner(SIGNATURE_KEY)
+    shape = runner.get_input_details()[INPUT_NAME]["shape"]
+    runner(**{INPUT_NAME: np.zeros(shape, np.float32)})
+    ops = it._get_ops_details()
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    producer = {int(t): o for o in original for t in o["outputs"]}
+    inside: set[int] = set()
+    for d in delegates:
+        boundary, stack = {int(i) for i in d["inputs"]}, [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            if t in boundary or t not in producer or producer[t]["index"] in inside:
+                continue
+            inside.add(producer[t]["index"])
+            stack += [int(i) for i in producer[t]["inputs"] if i >= 0]
+    return len(delegates), len(inside), len(original)
 
 
 def tail_input_regex(model: ModelSource, tail_ops: Sequence[str] = TAIL_OPS) -> str:
@@ -192,3 +252,34 @@ def tail_input_regex(model: ModelSource, tail_ops: Sequence[str] = TAIL_OPS) -> 
     first_tail = next(o for o in ops if o["op_name"] in tail_ops)
     # ai-edge-quantizer's op scope is the op's output tensor names joined by ';' plus a trailing ';'.
     return "^" + re.escape(names[int(first_tail["inputs"][0])]) + ";$"
+
+
+def op_regexes(model: ModelSource, op_name: str, min_spatial: int = 0) -> tuple[str, ...]:
+    """Anchored scope regexes of every ``op_name`` op whose output is at least ``min_spatial``
+    pixels wide, for ``StaticRecipe.float_regexes`` (e.g. the high-resolution depthwise convs)."""
+    import re
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=_read(model))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    found = []
+    for op in it._get_ops_details():
+        out = tensors[int(op["outputs"][0])]
+        if op["op_name"] == op_name and len(out["shape"]) == 4 and out["shape"][2] >= min_spatial:
+            found.append("^" + re.escape(out["name"]) + ";$")
+    return tuple(found)
+
+
+def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:
+    """The int8-dynamic recipe in one line, for the manifest."""
+    return (f"ai-edge-quantizer dynamic_wi8_afp32 (int8 per-channel weights, float activations); "
+            f"no_quantize: {', '.join(float_ops)}")
+
+
+def describe_static(recipe: StaticRecipe) -> str:
+    """A static recipe in one line, for the manifest."""
+    keep = list(recipe.float_ops) + (["INPUT", "OUTPUT"] if recipe.float_io else [])
+    return (f"ai-edge-quantizer static w{recipe.weight_bits}a{recipe.activation_bits} "
+            f"({recipe.weight_granularity.lower()} weights, ranges merged by {recipe.range_update}) on every op; "
+            f"no_quantize: {', '.join(keep)}")

@@ -1,8 +1,11 @@
 """The one table of parity tolerances, per (format, precision).
 
-Unit: max |delta| of any joint coordinate (x, y in heatmap px, z in depth bins) against the
-PyTorch fp32 reference, over the whole verification set. Chosen from measured errors with
-margin (README "Parity"); a stage that exceeds its tolerance fails.
+Float artifacts: max |delta| of any joint coordinate (x, y in heatmap px, z in depth bins) against
+the PyTorch fp32 reference, over the whole verification set. Integer artifacts (``P99_GATED``): the
+99th percentile of the 2-D joint error over the inputs the weights are judged on (the synthetic
+task's images for the trained-synthetic reference weights, the photos otherwise) -- int8 moves a
+few joints whose fp32 heatmap is itself ambiguous by a pixel or more, so a max would gate on those.
+Chosen from measured errors with margin (README "Parity"); a stage that exceeds its tolerance fails.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ TOLERANCE_HEATMAP_PX: dict[tuple[str, str], float] = {
     ("tflite", "fp16"): 0.5,
     ("coreml-mlmodel", "fp32"): 0.05,
     ("coreml-mlpackage", "fp16"): 0.5,
+    # Integer TFLite, p99 of the 2-D error (see P99_GATED). Measured on the trained-synthetic XS/S
+    # reference weights over 128 synthetic images: dynamic 0.06-0.07 px, w8a8 body 0.26-0.37 px; a
+    # broken recipe (int8 soft-argmax tail) is 15 px.
+    ("tflite", "int8-dynamic"): 0.25,
+    ("tflite", "int8-w8a8-mixed"): 1.0,
+    ("tflite", "int8-w8a8-pw"): 1.0,  # depthwise convs and ADDs float: 0.24-0.25 px
 }
+#: Precisions gated on the p99 2-D error of the judged inputs instead of the max over all inputs.
+P99_GATED: frozenset[str] = frozenset({"int8-dynamic", "int8-w8a8-mixed", "int8-w8a8-pw"})
 
 
 def tolerance_for(fmt: str, precision: str) -> float:

@@ -1,0 +1,86 @@
+"""Integer TFLite end to end on trained-like weights (XS, the CI training schedule): calibrated on the
+synthetic task's TRAIN split, judged on its EVAL split, each artifact fast-path delegated, and the
+gate catches a recipe that quantises the soft-argmax tail."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.parity import check_artifacts
+from exporters import to_tflite_int8
+from exporters.calibration import int8_judged_mask
+from exporters.images import inputs_for
+from exporters.manifest import MANIFEST_NAME
+from exporters.pipeline import ExportOptions, run_export
+from exporters.runtimes import run_tflite
+from exporters.verify import check, reference_joints
+from models.checkpoint import load_checkpoint
+from models.spec import spec_for
+from models.trained_checkpoint import reference_checkpoint
+
+pytestmark = pytest.mark.e2e
+INT8 = ("int8-dynamic", "int8-w8a8-mixed", "int8-w8a8-pw")
+
+
+@pytest.fixture(scope="session")
+def xs_int8_export(tmp_path_factory):
+    """XS trained with the CI schedule (minutes, not converged, heatmaps already unimodal-ish), exported."""
+    ckpt = reference_checkpoint(spec_for("XS"), seed=0, short=True, cache_dir=tmp_path_factory.mktemp("ref"),
+                                progress=False)
+    out = tmp_path_factory.mktemp("int8") / "XS"
+    run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt, formats=("onnx", "tflite", "tflite-int8")))
+    return out, ckpt
+
+
+def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):
+    out, _ = xs_int8_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    arts = {a["precision"]: a for a in manifest["artifacts"] if a["format"] == "tflite"}
+    assert set(INT8) <= set(arts) and "skipped" not in manifest
+    checks = {c["file"]: c for c in check_artifacts(out)}
+    for precision in INT8:
+        art, rerun = arts[precision], checks[arts[precision]["file"]]
+        assert rerun["status"] == "passed" and rerun["gate"] == "p99", rerun
+        assert rerun["n_judged"] == 10  # the synthetic EVAL images, not the photos or noise
+        assert rerun["p99_xy_judged_px"] == pytest.approx(art["parity"]["p99_xy_judged_px"], rel=1e-3, abs=1e-6)
+        # smaller than fp32, and XNNPACK takes the whole graph (one partition: the fast path)
+        assert art["bytes"] < 0.4 * arts["fp32"]["bytes"]
+        xnn = art["details"]["xnnpack"]
+        assert xnn["partitions"] == 1 and xnn["delegated_nodes"] == xnn["nodes"], xnn
+    assert checks[arts["int8-dynamic"]["file"]]["p99_xy_judged_px"] < checks[arts["int8-w8a8-mixed"]["file"]][
+        "p99_xy_judged_px"]
+
+
+def test_calibration_is_recorded_and_disjoint_from_the_judged_inputs(xs_int8_export):
+    out, _ = xs_int8_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    calib = manifest["calibration"]
+    assert calib["n"] == 64 and len(calib["sha256"]) == 64 and "TRAIN split" in calib["source"]
+    assert calib["int8_judged_group"] == "synthetic" and "EVAL" in calib["int8_judged_on"]
+    assert all(s.startswith("synthetic-eval:") for s in calib["int8_judged_sources"])
+    static = next(a for a in manifest["artifacts"] if a["precision"] == "int8-w8a8-mixed")
+    assert static["details"]["calibration_sha256"] == calib["sha256"]
+    assert "no_quantize: SOFTMAX, FULLY_CONNECTED" in static["details"]["recipe"]
+
+
+def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int8_export, tmp_path):
+    out, ckpt = xs_int8_export
+    loaded = load_checkpoint(ckpt, "XS")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    inputs = inputs_for(loaded)
+    reference = reference_joints(loaded, inputs.images)
+    from exporters.calibration import choose_calibration
+
+    calibration = choose_calibration(loaded, inputs).calibration
+    broken = to_tflite_int8.StaticRecipe(name="int8-tail-too", float_ops=())
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(to_tflite_int8.quantize_static(out / "convnextpose-XS_fp32.tflite", calibration, broken))
+    report = check(run_tflite(path, inputs.images), reference, loaded.spec, "tflite", "int8-w8a8-mixed",
+                   int8_judged_mask(manifest, inputs))
+    assert not report.passed and report.p99_xy_judged_px > 1.0, report
+    good = check(run_tflite(out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images), reference, loaded.spec,
+                 "tflite", "int8-w8a8-mixed", int8_judged_mask(manifest, inputs))
+    assert good.passed and np.isfinite(good.max_abs_px)
