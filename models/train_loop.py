@@ -61,13 +61,16 @@ class _Batches:
 
     def _produce(self) -> None:
         spec, seed, schedule = self._args
+        offset = 0  # images drawn so far: every image of the TRAIN split is used once
         for step in range(schedule.steps):
             if self._stop.is_set():
                 return
             # step mode: from the step index, so a run repeats exactly; time mode: the consumer's clock
             p = step / schedule.steps if schedule.seconds is None else self.progress
             stage = schedule.stage(spec, p)
-            batch = render_batch(stage, seed, step * schedule.batch_size, schedule.batch_size, TRAIN, schedule.task)
+            size = schedule.batch_for(stage, spec)
+            batch = render_batch(stage, seed, offset, size, TRAIN, schedule.task)
+            offset += size
             while not self._stop.is_set():
                 try:
                     self._q.put((stage, batch), timeout=0.2)
@@ -110,7 +113,7 @@ def train_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     soft_argmax = {spec.input_size: model.soft_argmax}
     losses: list[float] = []
-    low_res_steps = step = 0
+    low_res_steps = step = images_seen = 0
     batches = _Batches(spec, seed, schedule)
     bar = tqdm(total=100, desc=f"train {spec.name}", unit="%", disable=not progress, mininterval=5)
     start = time.perf_counter()
@@ -120,6 +123,7 @@ def train_model(
             if stage.input_size not in soft_argmax:
                 soft_argmax[stage.input_size] = SoftArgmax3D(stage)
             low_res_steps += stage.input_size != spec.input_size
+            images_seen += len(batch.images)
             if tuner:
                 tuner.before_step(step - 1)
             t0 = time.perf_counter()
@@ -144,7 +148,7 @@ def train_model(
             if step % log_every == 0 or p >= 1:
                 log.info("%s step %d (%.0f%%) @%d px  loss %.4f  lr %.2e  aux %.2f  %.1f img/s  %.0f s  threads %d",
                          spec.name, step, 100 * p, stage.input_size, float(np.mean(losses[-log_every:])),
-                         optimizer.param_groups[0]["lr"], aux, step * schedule.batch_size / (now - start),
+                         optimizer.param_groups[0]["lr"], aux, images_seen / (now - start),
                          now - start, torch.get_num_threads())
             if p >= 1:
                 break
@@ -154,7 +158,7 @@ def train_model(
     wall = time.perf_counter() - start
     tail = max(1, len(losses) // 10)
     report = TrainReport(
-        variant=spec.name, seed=seed, schedule=schedule, steps=step, images_seen=step * schedule.batch_size,
+        variant=spec.name, seed=seed, schedule=schedule, steps=step, images_seen=images_seen,
         low_res_steps=low_res_steps, wall_s=wall, initial_loss=float(np.mean(losses[:tail])),
         final_loss=float(np.mean(losses[-tail:])), threads=threads,
         thread_steps=tuner.summary() if tuner else ((threads, step),),
