@@ -40,7 +40,8 @@ def backends_from_manifest(manifest: dict) -> list[Backend]:
     rows = [PYTORCH]
     for art in manifest["artifacts"]:
         fmt = art["format"]
-        name = _ROW_NAMES.get(fmt, f"{fmt}-{art['precision']}" if fmt == "tflite" else fmt)
+        plain = fmt != "tflite" and not (fmt == "coreml-mlpackage" and art["precision"] != "fp16")
+        name = _ROW_NAMES.get(fmt, fmt if plain else f"{fmt}-{art['precision']}")
         rows.append(Backend(name, fmt, art["precision"], art["file"], art["layout"], art["bytes"]))
     return rows
 

@@ -66,7 +66,7 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     from exporters.images import inputs_for
     from exporters.runtimes import coreml_runner, run_onnx, run_tflite
     from exporters.calibration import int8_judged_mask
-    from exporters.tolerances import P99_GATED
+    from exporters.tolerances import CALIBRATED, P99_GATED
     from exporters.verify import check, reference_joints
 
     out_dir = Path(out_dir)
@@ -82,7 +82,7 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     for art in manifest["artifacts"]:
         run = runners[art["format"]]
         joints = run(out_dir / art["file"], fed) if run is evaluate_coreml else run(out_dir / art["file"], fed, threads)
-        judged = (int8_judged_mask(manifest, inputs) if art["precision"] in P99_GATED
+        judged = (int8_judged_mask(manifest, inputs) if art["precision"] in CALIBRATED
                   else inputs.group_masks()[inputs.judged_group])
         report = check(joints, reference, loaded.spec, art["format"], art["precision"], judged)
         by = {"evaluated_by": evaluated_by} if run is evaluate_coreml else {}

@@ -35,6 +35,7 @@ from exporters.manifest import (
 from exporters.mobile_graph import for_xnnpack
 from exporters.runtimes import coreml_runner, run_onnx, run_tflite
 from exporters.simplify import simplify_onnx
+from exporters.tolerances import CALIBRATED
 from exporters.verify import check, reference_joints
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.errors import ConvNeXtPoseError, ExportError
@@ -155,15 +156,23 @@ def _stage_tflite(run: _Run) -> None:
                    {"ops": ops, "signature": to_tflite.SIGNATURE_KEY, "graph_rewrites": rewrites})
 
 
-def _stage_tflite_int8(run: _Run) -> None:
-    """int8-dynamic and int8-w8a8-mixed from the verified fp32 .tflite (exporters/to_tflite_int8.py)."""
-    o = run.options
+def _untrained_skip(run: _Run, what: str) -> bool:
+    """Integer artifacts are built for trained weights only: on untrained ones, whose heatmaps are
+    multi-modal noise, their error figure would measure the random weights, not the conversion."""
     kind = (run.loaded.synthetic or {}).get("kind")
-    if run.loaded.synthetic and kind != TRAINED_KIND:
-        run.skipped["tflite-int8"] = (
-            f"untrained {kind} weights: their multi-modal heatmaps make any int8 error figure meaningless "
-            "(see README 'Integer TFLite'); export a trained checkpoint or the trained-synthetic reference")
-        log.warning("tflite-int8 skipped: %s", run.skipped["tflite-int8"])
+    if not run.loaded.synthetic or kind == TRAINED_KIND:
+        return False
+    run.skipped[what] = (f"untrained {kind} weights: their multi-modal heatmaps make any int8 error figure "
+                         "meaningless (README 'Integer artifacts'); export a trained checkpoint or the "
+                         "trained-synthetic reference")
+    log.warning("%s skipped: %s", what, run.skipped[what])
+    return True
+
+
+def _stage_tflite_int8(run: _Run) -> None:
+    """int8-dynamic, int8-w8a8-mixed, int8-w8a8-pw from the verified fp32 .tflite (exporters/to_tflite_int8.py)."""
+    o = run.options
+    if _untrained_skip(run, "tflite-int8"):
         return
     fp32 = run.staging / f"{run.stem}_fp32.tflite"
     choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
@@ -185,13 +194,17 @@ def _stage_tflite_int8(run: _Run) -> None:
         run.verify(path, "tflite", precision, "NHWC", lambda p, x: run_tflite(p, x, o.threads),
                    {"ops": ops, "signature": to_tflite.SIGNATURE_KEY, "recipe": recipe,
                     "xnnpack": {"partitions": partitions, "delegated_nodes": delegated, "nodes": total},
-                    "calibration_sha256": choice.calibration.sha256 if "w8a8" in precision else None},
-                   judged=choice.judged)
+                    "calibration_sha256": choice.calibration.sha256 if precision in CALIBRATED else None},
+                   judged=choice.judged if precision in CALIBRATED else None)
 
 
 def _stage_coreml(run: _Run) -> None:
     evaluate, evaluated_by = coreml_runner()
-    for target in (to_coreml.MLPACKAGE, to_coreml.MLMODEL):
+    targets = [to_coreml.MLPACKAGE, to_coreml.MLMODEL]
+    # palette6 is not shipped: 1.37 px p99 on the trained XS reference (README "Integer artifacts")
+    if not _untrained_skip(run, "coreml int8-weights"):
+        targets.append(to_coreml.MLPACKAGE_INT8)
+    for target in targets:
         path = run.staging / f"{run.stem}{target.suffix}"
         details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata)
         run.verify(path, target.format, target.precision, "NCHW", evaluate, details, evaluated_by)

@@ -1,11 +1,25 @@
-"""PyTorch -> Core ML: ML Program (.mlpackage, fp16, iOS 15+) and NeuralNetwork (.mlmodel, fp32, iOS 14+)."""
+"""PyTorch -> Core ML: ML Program (.mlpackage, fp16, iOS 15+), NeuralNetwork (.mlmodel, fp32, iOS 14+) and
+weight-compressed ML Programs (int8 weights or a 6-bit palette, fp16 activations, iOS 16+).
+
+Compression (``COMPRESSED_TARGETS``) is coremltools' post-training weight compression
+(coremltools.optimize.coreml) applied to the fp16 ML Program: only the weights of ``conv`` (and
+``conv_transpose``, which ConvNeXtPose does not have) are compressed. Not ``linear`` / ``matmul``:
+the converter turns the soft-argmax's matmul with the constant (D*H*W, 3) voxel-coordinate table
+into a ``linear`` whose weight is that table, and it must stay exact (fp16 holds 0..63 exactly;
+int8 per-channel would put the coordinates 0.12 px apart from their true values). The compressed weights
+are ``constexpr_*`` ops, which Core ML decompresses to fp16 when it loads the model; activations
+and compute stay fp16, so the saving is in file size (and memory bandwidth), not arithmetic.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from exporters.contract import INPUT_NAME, OUTPUT_NAME, InputContract
@@ -17,15 +31,120 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CoreMLTarget:
     format: str
-    suffix: str
+    suffix: str  # appended to the artifact stem: "XS" + suffix is the file name
     precision: str
     convert_to: str
     min_target: str  # coremltools.target attribute name
+    # Post-training weight compression of the ML Program: None, "int8-linear-symmetric" or "palette6-kmeans".
+    compression: str | None = None
+    # Weights of at most this many elements stay fp16 (coremltools' weight_threshold; its default is 2048).
+    weight_threshold: int = 512
+
+    @property
+    def compute_precision(self) -> str:
+        """Precision of the activations and arithmetic: fp32 only for the fp32 targets."""
+        return "fp32" if self.precision == "fp32" else "fp16"
+
+    def file_name(self, stem: str) -> str:
+        return f"{stem}{self.suffix}"
 
 
 MLPACKAGE = CoreMLTarget("coreml-mlpackage", ".mlpackage", "fp16", "mlprogram", "iOS15")
 # iOS 14, not 13: align-corners bilinear upsampling needs NeuralNetwork spec version 5.
 MLMODEL = CoreMLTarget("coreml-mlmodel", ".mlmodel", "fp32", "neuralnetwork", "iOS14")
+# iOS 16: the constexpr_affine_dequantize / constexpr_lut_to_dense ops that hold compressed weights
+# exist from iOS 16 (ML Program opset CoreML6). iOS 18 would store them as
+# constexpr_blockwise_shift_scale / a differently shaped constexpr_lut_to_dense instead.
+MLPACKAGE_INT8 = CoreMLTarget("coreml-mlpackage", "_int8-weights.mlpackage", "int8-weights", "mlprogram", "iOS16",
+                              compression="int8-linear-symmetric")
+MLPACKAGE_PALETTE6 = CoreMLTarget("coreml-mlpackage", "_palette6.mlpackage", "palette6", "mlprogram", "iOS16",
+                                  compression="palette6-kmeans")
+# Measured on the trained-synthetic XS reference weights, 50 synthetic evaluation images, reference
+# evaluator, 2-D joint error vs PyTorch fp32 (max / p99 heatmap px): fp16 7.3 MB 0.031 / 0.011;
+# int8-weights 3.9 MB 0.19 / 0.073; palette6 3.0 MB 2.2 / 1.37 (one 64-entry LUT per tensor is too
+# coarse for this network: palette6 is not accurate enough to ship; a per-tensor 8-bit palette,
+# "palette8-kmeans", is 3.9 MB at 0.71 / 0.25, worse than int8-weights at the same size).
+COMPRESSED_TARGETS = (MLPACKAGE_INT8, MLPACKAGE_PALETTE6)
+TARGETS = (MLPACKAGE, MLMODEL, *COMPRESSED_TARGETS)
+
+# Ops whose const weights are compressed. Not linear / matmul: their const is the soft-argmax coordinate table.
+COMPRESSED_OP_TYPES = ("conv", "conv_transpose")
+PALETTE_BITS = 6
+# iOS 16 LUTs: one per tensor, 2, 4, 16, 64 or 256 entries.
+_PALETTES = {f"palette{n}-kmeans": n for n in (1, 2, 4, 6, 8)}
+
+
+def kmeans_lut(
+    weight: np.ndarray, nbits: int = PALETTE_BITS, max_iterations: int = 3000
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 2**nbits-entry look-up table for ``weight`` by 1-D k-means, and each element's index (uint8, flat).
+
+    coremltools' own "kmeans" mode needs scikit-learn (not a dependency here). 1-D k-means is cheap
+    on the distinct values: Lloyd iterations on the sorted unique values weighted by their counts,
+    until no value changes cluster, from two deterministic starts -- the uniform palette over
+    [min, max] (so the result is never worse than coremltools' "uniform" mode) and equal-count
+    quantiles -- keeping the one with the lower squared error. The table is rounded to the weight's
+    dtype (fp16) and sorted before the final assignment, so every index names its nearest entry.
+    """
+    k = 1 << nbits
+    values, inverse, counts = np.unique(weight.ravel(), return_inverse=True, return_counts=True)
+    v = values.astype(np.float64)
+    if len(v) <= k:
+        lut = np.concatenate([v, np.full(k - len(v), v[-1])])
+    else:
+        cumulative = np.cumsum(counts) - counts / 2
+        starts = (np.linspace(v[0], v[-1], k), np.interp((np.arange(k) + 0.5) / k * counts.sum(), cumulative, v))
+        lut = min((_lloyd_1d(v, counts, start, max_iterations) for start in starts), key=lambda r: r[1])[0]
+    lut = np.sort(lut.astype(weight.dtype))
+    wide = lut.astype(np.float64)
+    nearest = np.searchsorted((wide[1:] + wide[:-1]) / 2, v).astype(np.uint8)
+    return lut, nearest[inverse.ravel()]
+
+
+def _lloyd_1d(v: np.ndarray, counts: np.ndarray, lut: np.ndarray, max_iterations: int) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations on sorted values v; (centres, weighted squared error)."""
+    k, assign = len(lut), None
+    for _ in range(max_iterations):
+        lut = np.sort(lut)
+        new_assign = np.searchsorted((lut[1:] + lut[:-1]) / 2, v)
+        if assign is not None and np.array_equal(new_assign, assign):
+            break
+        assign = new_assign
+        mass = np.bincount(assign, weights=counts, minlength=k)
+        sums = np.bincount(assign, weights=counts * v, minlength=k)
+        lut = np.where(mass > 0, sums / np.maximum(mass, 1e-300), lut)  # an empty cluster keeps its centre
+    lut = np.sort(lut)
+    assign = np.searchsorted((lut[1:] + lut[:-1]) / 2, v)
+    return lut, float(np.sum(counts * (v - lut[assign]) ** 2))
+
+
+def _compression_config(target: CoreMLTarget):
+    import coremltools.optimize.coreml as cto
+
+    if target.compression == "int8-linear-symmetric":
+        op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                                weight_threshold=target.weight_threshold)
+        describe = {"method": "coremltools.optimize.coreml.linear_quantize_weights", "mode": "linear_symmetric",
+                    "dtype": "int8", "granularity": "per_channel"}
+        compress = cto.linear_quantize_weights
+    elif target.compression in _PALETTES:
+        nbits = _PALETTES[target.compression]
+        op_config = cto.OpPalettizerConfig(mode="custom", lut_function=functools.partial(kmeans_lut, nbits=nbits),
+                                           granularity="per_tensor", weight_threshold=target.weight_threshold)
+        describe = {"method": "coremltools.optimize.coreml.palettize_weights", "mode": "custom",
+                    "lut": f"{1 << nbits} entries ({nbits}-bit indices), 1-D k-means per tensor "
+                           "(exporters.to_coreml.kmeans_lut)", "granularity": "per_tensor"}
+        compress = cto.palettize_weights
+    else:
+        raise ValueError(f"unknown Core ML compression {target.compression!r}")
+    config = cto.OptimizationConfig(op_type_configs={op: op_config for op in COMPRESSED_OP_TYPES})
+    describe |= {"op_types": list(COMPRESSED_OP_TYPES), "weight_threshold": target.weight_threshold}
+    return compress, config, describe
+
+
+def _op_counts(mlmodel) -> Counter:
+    func = mlmodel.get_spec().mlProgram.functions["main"]
+    return Counter(op.type for op in func.block_specializations[func.opset].operations)
 
 
 def export_coreml(
@@ -33,10 +152,13 @@ def export_coreml(
 ) -> dict:
     import coremltools as ct
 
+    if target.compression and target.convert_to != "mlprogram":
+        raise ValueError(f"{target.precision}: weight compression needs an ML Program, not {target.convert_to}")
     traced = torch.jit.trace(model, torch.zeros(contract.shape_nchw))
     kwargs = {}
     if target.convert_to == "mlprogram":
-        kwargs["compute_precision"] = ct.precision.FLOAT16 if target.precision == "fp16" else ct.precision.FLOAT32
+        kwargs["compute_precision"] = (ct.precision.FLOAT16 if target.compute_precision == "fp16"
+                                       else ct.precision.FLOAT32)
     mlmodel = ct.convert(
         traced,
         inputs=[ct.TensorType(name=INPUT_NAME, shape=contract.shape_nchw)],
@@ -45,8 +167,21 @@ def export_coreml(
         minimum_deployment_target=getattr(ct.target, target.min_target),
         **kwargs,
     )
+    details = {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target}
+    if target.compression:
+        compress, config, describe = _compression_config(target)
+        mlmodel = compress(mlmodel, config=config)
+        ops = _op_counts(mlmodel)
+        constexpr = {op: n for op, n in sorted(ops.items()) if op.startswith("constexpr_")}
+        if not constexpr:
+            raise RuntimeError(f"{target.precision}: coremltools compressed no weight (threshold "
+                               f"{target.weight_threshold} elements)")
+        details |= {"compute_precision": target.compute_precision,
+                    "compression": describe | {"constexpr_ops": constexpr}}
+        log.info("Core ML %s: %s", target.precision, constexpr)
     mlmodel.author = "convnextpose-export"
-    mlmodel.short_description = f"ConvNeXtPose {metadata['variant']} 3D human pose ({target.precision})"
+    mlmodel.short_description = f"ConvNeXtPose {metadata['variant']} 3D human pose ({target.precision}" + (
+        f", {target.compute_precision} activations, iOS 16+)" if target.compression else ")")
     mlmodel.license = "see the checkpoint's licence"
     mlmodel.input_description[INPUT_NAME] = f"NCHW float32 {list(contract.shape_nchw)}: {contract.describe()}"
     spec = model.spec
@@ -56,4 +191,4 @@ def export_coreml(
     )
     mlmodel.user_defined_metadata.update(metadata)
     mlmodel.save(str(path))
-    return {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target}
+    return details

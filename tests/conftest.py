@@ -7,12 +7,22 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from models.spec import ModelSpec, spec_for
 from models.synthetic import write_synthetic_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVNEXTPOSE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch's 2-thread pool stalls badly when other jobs hold a core; 1 thread keeps small-model tests fast."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ therefore run with fp16 weights and fp16 activations between ops, which is the f
 shows; inside one op the arithmetic is fp32 (as Core ML's fp16 CPU/GPU paths accumulate wider).
 A device that accumulates in fp16 can differ somewhat more than this evaluator shows.
 
-An op without a kernel here raises UnsupportedOpError while the model is read, never a guess.
+Compressed weights (ML Program constexpr_affine_dequantize / constexpr_lut_to_dense, iOS 16 form)
+are decompressed to fp16 constants while the model is read, as Core ML does when it loads the
+model. An op without a kernel here raises UnsupportedOpError while the model is read, never a guess.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import numpy as np
 import torch
 
 from exporters.coreml_reference.graph import Graph, UnsupportedOpError
-from exporters.coreml_reference.mil import MIL_OPS, program_precision, read_ml_program
+from exporters.coreml_reference.mil import CONSTEXPR_OPS, MIL_OPS, program_precision, read_ml_program
 from exporters.coreml_reference.neuralnetwork import NN_LAYERS, read_neural_network
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SUPPORTED_CONSTEXPR_OPS",
     "SUPPORTED_MIL_OPS",
     "SUPPORTED_NN_LAYERS",
     "Graph",
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 SUPPORTED_MIL_OPS = ("const", *sorted(MIL_OPS))
+#: Compile-time ops holding compressed weights (iOS 16 form), decompressed to constants when read.
+SUPPORTED_CONSTEXPR_OPS = tuple(sorted(CONSTEXPR_OPS))
 SUPPORTED_NN_LAYERS = tuple(sorted(NN_LAYERS))
 
 
@@ -64,8 +69,9 @@ def load_coreml(path: Path) -> Graph:
         graph = read_ml_program(spec, model_dir)
     else:
         graph = read_neural_network(spec)
-    log.info("read %s: %s, %d ops (%s), evaluated in %s", path.name, graph.format, len(graph.nodes),
-             ", ".join(graph.op_types), graph.precision)
+    log.info("read %s: %s, %d ops (%s), evaluated in %s%s", path.name, graph.format, len(graph.nodes),
+             ", ".join(graph.op_types), graph.precision,
+             f"; decompressed {graph.decompressed}" if graph.decompressed else "")
     return graph
 
 

@@ -57,6 +57,8 @@ class Graph:
     output_name: str
     nodes: list[Node]
     constants: dict[str, Any] = field(default_factory=dict)
+    # Compile-time ops (compressed weights) decompressed into `constants` while reading: type -> count.
+    decompressed: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # fp16 constants widen to fp32 exactly; doing it once here saves converting the weights per image.

@@ -7,6 +7,7 @@ with fp16 weights and fp16 activations between ops (arithmetic inside an op is f
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,106 @@ def _cast(op: MilOp) -> Kernel:
     return lambda x: x.to(_CAST_DTYPES[dtype])
 
 
+# ---- compile-time ops: compressed weights, decompressed to constants while the model is read ---
+# iOS 16 (opset CoreML6) form: every parameter is a const attribute of the op, not an input. The
+# iOS 18 ops with the same job take their parameters as inputs with other shapes and sub-byte types
+# (constexpr_blockwise_shift_scale, and constexpr_lut_to_dense with an n-D LUT); those are refused.
+CONSTEXPR_OPS: dict[str, Callable[..., torch.Tensor]] = {}
+_CONSTEXPR_PARAMS = {"constexpr_affine_dequantize": ("quantized_data", "zero_point", "scale", "axis"),
+                     "constexpr_lut_to_dense": ("indices", "lut", "shape")}
+_LUT_SIZES = (2, 4, 16, 64, 256)  # 1, 2, 4, 6 or 8-bit indices (iOS 16)
+
+
+def _decompresses(op_type: str) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        CONSTEXPR_OPS[op_type] = fn
+        return fn
+    return register
+
+
+@_decompresses("constexpr_affine_dequantize")
+def affine_dequantize(quantized_data: torch.Tensor, zero_point: torch.Tensor, scale: torch.Tensor,
+                      axis: int) -> torch.Tensor:
+    """scale * (quantized_data - zero_point), scale / zero_point scalars or vectors along ``axis``.
+
+    Computed in fp32 (int8/uint8 data and zero points are exact there) and returned in the dtype of
+    ``scale``, the op's output dtype (fp16 for an fp16 program), as coremltools' own decompression does.
+    """
+    if quantized_data.dtype not in (torch.int8, torch.uint8):
+        raise ExportError(f"quantized_data of dtype {quantized_data.dtype} (int8 or uint8 only)")
+    rank = quantized_data.dim()
+    if not -rank <= axis < rank:
+        raise ExportError(f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    shape = [1] * rank
+    shape[axis] = quantized_data.shape[axis]
+
+    def along_axis(param: torch.Tensor, name: str) -> torch.Tensor:
+        if param.dim() == 0:
+            return param.float()
+        if param.dim() != 1 or param.numel() != quantized_data.shape[axis]:
+            raise ExportError(f"{name} of shape {list(param.shape)} for quantized_data {list(quantized_data.shape)} "
+                              f"along axis {axis} (a scalar or a vector of {quantized_data.shape[axis]})")
+        return param.float().reshape(shape)
+
+    dequantized = (quantized_data.float() - along_axis(zero_point, "zero_point")) * along_axis(scale, "scale")
+    return dequantized.to(scale.dtype)
+
+
+def unpack_indices(packed: torch.Tensor, nbits: int, count: int) -> torch.Tensor:
+    """``count`` nbits-wide unsigned integers from a byte vector, packed from each byte's LSB upwards.
+
+    An index split across two bytes has its low bits in the high bits of the first byte and its
+    remaining bits in the low bits of the next (MIL constexpr_lut_to_dense).
+    """
+    bits = torch.from_numpy(np.unpackbits(packed.numpy().astype(np.uint8), bitorder="little"))
+    bits = bits[: count * nbits].reshape(count, nbits).long()
+    return (bits << torch.arange(nbits)).sum(dim=1)
+
+
+@_decompresses("constexpr_lut_to_dense")
+def lut_to_dense(indices: torch.Tensor, lut: torch.Tensor, shape: list[int] | int) -> torch.Tensor:
+    """lut[index] for every packed index, reshaped to ``shape`` (row-major)."""
+    shape = [shape] if isinstance(shape, int) else [int(s) for s in shape]
+    if indices.dtype != torch.uint8 or indices.dim() != 1:
+        raise ExportError(f"indices must be a uint8 vector, got {indices.dtype} of shape {list(indices.shape)}")
+    if lut.dim() != 1 or lut.numel() not in _LUT_SIZES:
+        raise ExportError(f"lut of shape {list(lut.shape)} (a vector of {_LUT_SIZES} entries)")
+    nbits = lut.numel().bit_length() - 1
+    count = math.prod(shape)
+    if indices.numel() != math.ceil(nbits * count / 8):
+        raise ExportError(f"{indices.numel()} index bytes for {count} {nbits}-bit indices "
+                          f"(needs {math.ceil(nbits * count / 8)})")
+    return lut[unpack_indices(indices, nbits, count)].reshape(shape)
+
+
+def _read_constexpr(proto_op: Any, blobs: _Blobs) -> torch.Tensor:
+    """The constant a compile-time op produces, in its declared dtype and shape."""
+    name = _op_name(proto_op)
+    if len(proto_op.inputs):
+        raise UnsupportedOpError(proto_op.type, name, f"parameters passed as inputs {sorted(proto_op.inputs)} "
+                                 "(the iOS 18 form of this op); only the iOS 16 attribute form is implemented")
+    expected = _CONSTEXPR_PARAMS[proto_op.type]
+    given = set(proto_op.attributes) - {"name"}
+    if given != set(expected):
+        raise UnsupportedOpError(proto_op.type, name, f"parameters {sorted(given)}, expected {sorted(expected)}")
+    params = {}
+    for key in expected:
+        value = _value(proto_op.attributes[key], blobs, f"{name}/{key}")
+        params[key] = value.item() if key == "axis" else value.tolist() if key == "shape" else value
+    try:
+        result = CONSTEXPR_OPS[proto_op.type](**params)
+    except ExportError as exc:
+        raise ExportError(f"Core ML reference evaluator: {proto_op.type} {name!r}: {exc}") from exc
+    (out,) = proto_op.outputs
+    declared_dtype = _TORCH_DTYPES.get(out.type.tensorType.dataType)
+    declared_shape = [d.constant.size for d in out.type.tensorType.dimensions]
+    if result.dtype != declared_dtype or list(result.shape) != declared_shape:
+        raise ExportError(f"Core ML reference evaluator: {proto_op.type} {name!r} gives {result.dtype} "
+                          f"{list(result.shape)}, the model declares {declared_dtype} {declared_shape}")
+    return result
+
+
 # ---- the program -------------------------------------------------------------------------------
 def _main_block(spec: Any, function: str) -> tuple[Any, Any]:
     program = spec.mlProgram
@@ -382,11 +483,16 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
     func, block = _main_block(spec, function)
     blobs = _Blobs(model_dir)
     consts: dict[str, Any] = {}
+    decompressed: Counter[str] = Counter()
     nodes: list[Node] = []
     for proto_op in block.operations:
         if proto_op.type == "const":
             out = proto_op.outputs[0].name
             consts[out] = _value(proto_op.attributes["val"], blobs, out)
+            continue
+        if proto_op.type in CONSTEXPR_OPS:
+            consts[proto_op.outputs[0].name] = _read_constexpr(proto_op, blobs)
+            decompressed[proto_op.type] += 1
             continue
         op = MilOp(proto_op, consts, blobs)
         reader = MIL_OPS.get(proto_op.type)
@@ -416,4 +522,5 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
         output_name=output_name,
         nodes=nodes,
         constants=consts,
+        decompressed=dict(sorted(decompressed.items())),
     )

@@ -45,13 +45,7 @@ FP32_TOLERANCE_PX = tolerance_for("coreml-mlmodel", "fp32")
 MLPACKAGE_FP32 = dataclasses.replace(MLPACKAGE, precision="fp32")  # same ML Program, computed in fp32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Torch's 2-thread pool stalls badly when other jobs hold a core; 1 thread keeps this file fast.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ gate catches a recipe that quantises the soft-argmax tail."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from exporters.calibration import int8_judged_mask
 from exporters.images import inputs_for
 from exporters.manifest import MANIFEST_NAME
 from exporters.pipeline import ExportOptions, run_export
-from exporters.runtimes import run_tflite
+from exporters.runtimes import run_tflite, tflite_interpreter
+from exporters.to_tflite import read_metadata
 from exporters.verify import check, reference_joints
 from models.checkpoint import load_checkpoint
 from models.spec import spec_for
@@ -31,7 +33,7 @@ def xs_int8_export(tmp_path_factory):
     ckpt = reference_checkpoint(spec_for("XS"), seed=0, short=True, cache_dir=tmp_path_factory.mktemp("ref"),
                                 progress=False)
     out = tmp_path_factory.mktemp("int8") / "XS"
-    run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt, formats=("onnx", "tflite", "tflite-int8")))
+    run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt))
     return out, ckpt
 
 
@@ -48,10 +50,27 @@ def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):
         assert rerun["p99_xy_judged_px"] == pytest.approx(art["parity"]["p99_xy_judged_px"], rel=1e-3, abs=1e-6)
         # smaller than fp32, and XNNPACK takes the whole graph (one partition: the fast path)
         assert art["bytes"] < 0.4 * arts["fp32"]["bytes"]
+        assert read_metadata(out / art["file"])["variant"] == "XS"  # the app contract survives quantisation
+        runner = tflite_interpreter(out / art["file"]).get_signature_runner("serving_default")
+        image, joints = runner.get_input_details()["image"], runner.get_output_details()["joints"]
+        assert image["dtype"] == np.float32 and list(image["shape"]) == [1, 256, 256, 3]
+        assert joints["dtype"] == np.float32 and list(joints["shape"]) == [1, 18, 3]
         xnn = art["details"]["xnnpack"]
         assert xnn["partitions"] == 1 and xnn["delegated_nodes"] == xnn["nodes"], xnn
     assert checks[arts["int8-dynamic"]["file"]]["p99_xy_judged_px"] < checks[arts["int8-w8a8-mixed"]["file"]][
         "p99_xy_judged_px"]
+
+
+def test_coreml_int8_weights_package_is_half_the_fp16_one_and_inside_its_gate(xs_int8_export):
+    out, _ = xs_int8_export
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    packages = {a["precision"]: a for a in manifest["artifacts"] if a["format"] == "coreml-mlpackage"}
+    assert set(packages) == {"fp16", "int8-weights"}
+    int8 = packages["int8-weights"]
+    assert int8["file"] == "convnextpose-XS_int8-weights.mlpackage" and int8["bytes"] < 0.6 * packages["fp16"]["bytes"]
+    rerun = {c["file"]: c for c in check_artifacts(out)}[int8["file"]]
+    assert rerun["status"] == "passed" and rerun["gate"] == "p99"
+    assert sys.platform == "darwin" or "reference evaluator" in rerun["evaluated_by"]
 
 
 def test_calibration_is_recorded_and_disjoint_from_the_judged_inputs(xs_int8_export):
