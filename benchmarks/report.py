@@ -39,8 +39,8 @@ def markdown(bench: dict) -> str:
         f"(2-D joint error, heatmap px; the other groups are in bench.json).",
         "",
         "| backend | format | precision | size MB | status | parity p99 px | parity max px | PCK@0.5 | "
-        "p50 ms | p90 ms | FPS | ratio to ORT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "p50 ms | p90 ms | FPS | ratio to ORT | ratio to TFLite fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for row in bench["backends"]:
@@ -59,7 +59,7 @@ def markdown(bench: dict) -> str:
             f"{_fmt(par and par['p99_px'], '.2g')} | {_fmt(par and par['max_px'], '.2g')} | "
             f"{_fmt(par and par['pck_05'], '.3f')} | {_fmt(lat and lat['p50_ms'], '.2f')} | "
             f"{_fmt(lat and lat['p90_ms'], '.2f')} | {_fmt(lat and lat['fps'], '.1f')} | "
-            f"{_fmt(row.get('ratio_to_ort'), '.2f')} |"
+            f"{_fmt(row.get('ratio_to_ort'), '.2f')} | {_fmt(row.get('ratio_to_tflite_fp32'), '.2f')} |"
         )
     if roof.get("ort_gflops"):
         lines += ["", f"ONNX Runtime ({roof['ort_backend']}): {roof['ort_gflops']:.1f} GFLOP/s = "

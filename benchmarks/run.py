@@ -156,6 +156,7 @@ def run_bench(options: BenchOptions) -> dict:
     rows = []
     baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
                      if n in results and results[n].get("status") == "measured"), None)
+    tflite_fp32_p50s = list(results.get("tflite-fp32", {}).get("repeats_p50_ms", []))
     for backend in backends:
         row = results[backend.name]
         p50s = row.pop("repeats_p50_ms")
@@ -167,6 +168,11 @@ def run_bench(options: BenchOptions) -> dict:
             entry["repeat_spread"] = (max(p50s) - min(p50s)) / float(np.median(p50s))
             if baseline:
                 entry["ratio_to_ort"] = row["latency"]["p50_ms"] / baseline
+            if backend.format == "tflite" and len(tflite_fp32_p50s) == len(p50s):
+                # per round: both timed in the same round of fresh processes, so machine load hits both alike
+                per_round = [a / b for a, b in zip(p50s, tflite_fp32_p50s)]
+                entry["ratio_to_tflite_fp32_per_round"] = per_round
+                entry["ratio_to_tflite_fp32"] = float(np.median(per_round))
         rows.append(entry)
     ort = next((r for n in BASELINE_ORDER for r in rows if r["backend"] == n and "latency" in r), None)
     throughput = {}

@@ -103,7 +103,20 @@ def train_model(
     log_every: int = 50,
     progress: bool = True,
 ) -> tuple[ConvNeXtPose, torch.optim.AdamW, TrainReport]:
-    """Train from scratch; returns (model in eval mode, its optimizer, report)."""
+    """Train from scratch; returns (model in eval mode, its optimizer, report).
+
+    The caller's torch thread count is restored afterwards: the thread tuner changes it while
+    training, and inference after training must not inherit that (float sums depend on it).
+    """
+    before = torch.get_num_threads()
+    try:
+        return _train(spec, seed, schedule, threads, adapt_threads, log_every, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(spec: ModelSpec, seed: int, schedule: Schedule, threads: int, adapt_threads: bool, log_every: int,
+           progress: bool) -> tuple[ConvNeXtPose, torch.optim.AdamW, TrainReport]:
     torch.set_num_threads(threads)
     tuner = ThreadTuner(threads) if adapt_threads else None
     model = initial_model(spec, seed, schedule.init).train()

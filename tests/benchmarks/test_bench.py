@@ -40,6 +40,8 @@ def test_every_backend_has_a_row_with_an_honest_status(bench):
         assert len(row["parity_photos"]["per_joint_mean_px"]) == 18
     assert "ai-edge-litert" in rows["tflite-fp32"]["runtime"]
     assert rows["onnxruntime-simplified"]["ratio_to_ort"] == pytest.approx(1.0)
+    assert rows["tflite-fp32"]["ratio_to_tflite_fp32"] == pytest.approx(1.0)
+    assert len(rows["tflite-fp16"]["ratio_to_tflite_fp32_per_round"]) == len(rows["tflite-fp16"]["repeats_p50_ms"])
     for name in ("coreml-mlpackage", "coreml-mlmodel"):
         if sys.platform == "darwin":
             assert rows[name]["status"] == "passed"

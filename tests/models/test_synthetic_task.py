@@ -113,3 +113,13 @@ def test_thread_tuner_keeps_the_faster_thread_count():
         assert dict(tuner.summary()) == {1: 18, 2: 2}
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_leaves_the_callers_thread_count_as_it_was():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train_reference(TINY, schedule=Schedule(steps=2, batch_size=2), threads=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
