@@ -79,3 +79,21 @@ def test_refusals(tmp_path):
         from_callable(lambda n: np.zeros((n, 5, 5)), size=5, n=2)
     with pytest.raises(ExportError, match=r"\[0, 1\]"):
         from_callable(lambda n: np.full((n, 4, 4, 3), 2.0, np.float32), size=4, n=2)
+
+
+def test_released_checkpoints_calibrate_on_other_photos_than_the_judged_ones(make_ckpt, tmp_path):
+    from exporters.calibration import choose_calibration
+    from exporters.images import DEFAULT_IMAGES_DIR, inputs_for
+    from models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(make_ckpt("XS"), "XS")  # not trained on the synthetic task: judged on photos
+    inputs = inputs_for(loaded)
+    choice = choose_calibration(loaded, inputs)
+    calibrated = {name for name in choice.calibration.description.split("[")[1].split("]")[0].split(", ")}
+    judged_files = {s.split(":", 1)[0] for s in choice.judged_sources}
+    assert calibrated and judged_files and not calibrated & judged_files
+    assert all(not s.startswith(("random:", "synthetic-eval:")) for s in choice.judged_sources)
+    assert choice.judged_group is None and len(choice.calibration) == 64
+    # calibrating on the very photos that are verified leaves nothing to judge: refused, not silently overlapped
+    with pytest.raises(ExportError, match="cover every verification photo"):
+        choose_calibration(loaded, inputs, calib_dir=DEFAULT_IMAGES_DIR)
