@@ -55,7 +55,9 @@ def _inspect(args: argparse.Namespace) -> int:
 def _synthetic_words(marker: dict | None) -> str:
     if not marker:
         return "no"
-    if marker.get("kind") == "trained-synthetic":
+    from models.checkpoint import TRAINED_KIND
+
+    if marker.get("kind") == TRAINED_KIND:
         return (f"trained-synthetic: trained on synthetic figures only ({marker.get('steps')} steps, eval mean "
                 f"{marker.get('eval_mean_px', float('nan')):.2f} px); NOT a model of real photos")
     return f"{marker.get('kind')} (NOT a trained model)"

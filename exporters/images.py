@@ -13,7 +13,6 @@ from PIL import Image, UnidentifiedImageError
 from models.checkpoint import LoadedCheckpoint
 from models.errors import ExportError
 from models.spec import ModelSpec
-from models.trained_checkpoint import TRAINED_KIND
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Sample photos shipped with the project (MIT, see data/people/NOTICE.md).
@@ -108,6 +107,5 @@ def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,
 def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: int = 0,
                synthetic_n: int = NUM_SYNTHETIC_INPUTS) -> InputSet:
     """``parity_inputs`` for a checkpoint: weights trained on the synthetic task also get its images."""
-    trained_synthetic = bool(loaded.synthetic) and loaded.synthetic.get("kind") == TRAINED_KIND
-    return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if trained_synthetic else None,
+    return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if loaded.trained_synthetic else None,
                          synthetic_n)

@@ -42,7 +42,7 @@ from models.errors import ConvNeXtPoseError, ExportError
 from models.network import ConvNeXtPose
 from models.spec import spec_for
 from models.synthetic import write_synthetic_checkpoint
-from models.trained_checkpoint import CACHE_DIR, TRAINED_KIND, reference_checkpoint
+from models.trained_checkpoint import CACHE_DIR, reference_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def _stage_tflite(run: _Run) -> None:
 def _untrained_skip(run: _Run, what: str) -> bool:
     """Integer artifacts are built for trained weights only: on untrained ones, whose heatmaps are
     multi-modal noise, their error figure would measure the random weights, not the conversion."""
-    kind = (run.loaded.synthetic or {}).get("kind")
-    if not run.loaded.synthetic or kind == TRAINED_KIND:
+    if not run.loaded.synthetic or run.loaded.trained_synthetic:
         return False
+    kind = run.loaded.synthetic.get("kind")
     run.skipped[what] = (f"untrained {kind} weights: their multi-modal heatmaps make any int8 error figure "
                          "meaningless (README 'Integer artifacts'); export a trained checkpoint or the "
                          "trained-synthetic reference")
@@ -179,10 +179,13 @@ def _stage_tflite_int8(run: _Run) -> None:
     run.calibration = choice.to_manifest()
     log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
              choice.calibration.sha256[:12], choice.judged_description)
+    # One calibration pass serves both static recipes: pw keeps more ops float, so it needs a subset
+    # of w8a8-mixed's ranges (byte-identical file to calibrating it on its own, measured on XS).
+    qsvs = to_tflite_int8.calibrate(fp32, choice.calibration, to_tflite_int8.W8A8_MIXED, o.threads)
     builds = {
         "int8-dynamic": (lambda: to_tflite_int8.dynamic_range(fp32),
                          to_tflite_int8.describe_dynamic()),
-        **{recipe.name: (lambda r=recipe: to_tflite_int8.quantize_static(fp32, choice.calibration, r, o.threads),
+        **{recipe.name: (lambda r=recipe: to_tflite_int8.quantize_static(fp32, choice.calibration, r, o.threads, qsvs),
                          to_tflite_int8.describe_static(recipe))
            for recipe in (to_tflite_int8.W8A8_MIXED, to_tflite_int8.W8A8_POINTWISE)},
     }
@@ -252,7 +255,7 @@ def run_export(options: ExportOptions) -> ExportResult:
     loaded = load_checkpoint(checkpoint, options.variant, options.joints, options.num_upsample)
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    if loaded.synthetic and loaded.synthetic.get("kind") == TRAINED_KIND:
+    if loaded.trained_synthetic:
         log.warning("checkpoint %s was trained on the synthetic task only: parity is judged on that task's images",
                     loaded.path)
     elif loaded.synthetic:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,9 @@ DYNAMIC_FLOAT_OPS: tuple[str, ...] = ("DEPTHWISE_CONV_2D",) + TAIL_OPS
 class StaticRecipe:
     """A full-integer-body recipe for ai-edge-quantizer's static (SRQ) path.
 
-    ``float_ops``: op types kept float everywhere (the tail). ``float_regexes``: output-tensor
-    name patterns kept float whatever the op (e.g. the last CONV_2D, whose logits feed the
-    softmax). ``activation_bits`` 8 or 16 (16 runs in reference kernels on XNNPACK: slow).
+    ``float_ops``: op types kept float everywhere (the tail). ``activation_bits`` 8 or 16 (16 runs
+    in reference kernels on XNNPACK: slow). Activation ranges are ai-edge-quantizer's default moving
+    average of per-image min/max (extremes over the set, or their plain mean: < 0.05 px p99 apart).
     """
 
     name: str = "int8-w8a8-mixed"
@@ -67,15 +67,7 @@ class StaticRecipe:
     weight_bits: int = 8
     weight_granularity: str = "CHANNELWISE"  # TENSORWISE: same speed, +0.1 px p99 on XS
     float_ops: tuple[str, ...] = TAIL_FLOAT_OPS
-    float_regexes: tuple[str, ...] = ()
-    float_io: bool = True
-    #: int8 graph input fixed to scale 1/255, zero point -128: a camera's uint8 RGB byte b goes in
-    #: as the int8 b - 128 (``(frame ^ 0x80).view(np.int8)``), no float conversion on the phone.
-    int8_input: bool = False
-    #: (regex, op, activation_bits) overrides applied after the body rule, e.g. a16w8 last conv
-    overrides: tuple[tuple[str, str, int], ...] = field(default_factory=tuple)
-    #: How per-image activation ranges are merged over the calibration set (see ``calibrate``).
-    range_update: str = "moving_average"
+    float_io: bool = True  # graph INPUT/OUTPUT stay float: the app contract is unchanged
 
 
 #: The full-integer-body recipe (the artifact `int8-w8a8-mixed`): every conv int8.
@@ -102,21 +94,6 @@ def dynamic_range(fp32: ModelSource, float_ops: Sequence[str] = DYNAMIC_FLOAT_OP
     return bytes(q.quantize(enable_progress_report=False).quantized_model)
 
 
-def dynamic_range_tf(saved_model: Path) -> bytes:
-    """TF Lite converter `Optimize.DEFAULT` without a representative dataset = dynamic range.
-
-    Kept for comparison, not recommended: it also quantises the depthwise convs (not delegated
-    by XNNPACK: as slow as fp32) and the coordinate table (0.22 px mean on XS vs 0.012 px for
-    :func:`dynamic_range`), and it drops the metadata buffer. Needs the re-signed SavedModel
-    (``to_tflite.onnx_to_saved_model``), not the .tflite."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE_KEY])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
-
-
 def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
     """The ai-edge-quantizer rule list for ``recipe`` (later rules win), for logs and the manifest."""
     from ai_edge_quantizer import qtyping
@@ -125,55 +102,27 @@ def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
     gran = qtyping.QuantGranularity[recipe.weight_granularity]
     rm = RecipeManager()
     rm.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, recipe.activation_bits, recipe.weight_bits, gran)
-    for regex, op, bits in recipe.overrides:
-        rm.add_static_config(regex, qtyping.TFLOperationName(op), bits, recipe.weight_bits, gran)
-    io = ["INPUT", "OUTPUT"] if recipe.float_io else []
-    keep = list(recipe.float_ops) + [op for op in io if not (op == "INPUT" and recipe.int8_input)]
-    for op in keep:
+    for op in _float_ops(recipe):
         rm.add_quantization_config(".*", qtyping.TFLOperationName(op), algorithm_key="no_quantize")
-    for regex in recipe.float_regexes:
-        # ALL_SUPPORTED under its own regex: scopes are searched in insertion order, last match wins.
-        rm.add_quantization_config(regex, qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key="no_quantize")
     return rm.get_quantization_recipe()
 
 
-RANGE_UPDATES = ("moving_average", "min_max", "mean")
+def _float_ops(recipe: StaticRecipe) -> list[str]:
+    return list(recipe.float_ops) + (["INPUT", "OUTPUT"] if recipe.float_io else [])
 
 
 def calibrate(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticRecipe = StaticRecipe(),
               num_threads: int = 2) -> dict:
-    """Per-tensor activation ranges (QSVs: min/max) of the float model on the calibration set.
-
-    ``recipe.range_update`` says how per-image ranges are merged. ai-edge-quantizer's default,
-    ``moving_average``, is an exponential moving average (factor 0.95) of each image's min/max:
-    order-dependent, dominated by the last ~20 images. ``min_max`` takes the extremes over the set
-    (no calibration image clipped, coarser steps); ``mean`` the plain average of per-image
-    extremes (the order-free version of the default). Measured on XS/S they differ by < 0.05 px p99.
-    """
+    """Per-tensor activation ranges (QSVs: min/max) of the float model on the calibration set, for
+    every tensor ``recipe`` quantises (a recipe that keeps more ops float can reuse them)."""
     from ai_edge_quantizer import calibrator, recipe_manager
-    from ai_edge_quantizer.utils import qsv_utils
 
-    if recipe.range_update not in RANGE_UPDATES:
-        raise ValueError(f"range_update {recipe.range_update!r} is not one of {RANGE_UPDATES}")
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(static_recipe_rules(recipe))
-    update = qsv_utils.min_max_update if recipe.range_update == "min_max" else qsv_utils.moving_average_update
-    calib = calibrator.Calibrator(bytearray(_read(fp32)), num_threads=num_threads, qsv_update_func=update)
-    data = calibration.signature_data(INPUT_NAME, SIGNATURE_KEY)
-    if recipe.range_update != "mean":
-        calib.calibrate(data, rm)
-        qsvs = calib.get_model_qsvs()
-    else:  # one image at a time, then the average of the per-image extremes
-        per_image = []
-        for sample in data[SIGNATURE_KEY]:
-            calib.reset_model_qsvs()
-            calib.calibrate({SIGNATURE_KEY: [sample]}, rm)
-            per_image.append(calib.get_model_qsvs())
-        qsvs = {name: {k: sum(q[name][k] for q in per_image) / len(per_image) for k in ("min", "max")}
-                for name in per_image[0]}
-    log.info("calibrated %s on %d images (sha256 %s), ranges merged by %s", recipe.name, len(calibration),
-             calibration.sha256[:12], recipe.range_update)
-    return qsvs
+    calib = calibrator.Calibrator(bytearray(_read(fp32)), num_threads=num_threads)
+    calib.calibrate(calibration.signature_data(INPUT_NAME, SIGNATURE_KEY), rm)
+    log.info("calibrated %s on %d images (sha256 %s)", recipe.name, len(calibration), calibration.sha256[:12])
+    return calib.get_model_qsvs()
 
 
 def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticRecipe = StaticRecipe(),
@@ -183,40 +132,13 @@ def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: Stat
 
     q = quantizer.Quantizer(bytearray(_read(fp32)), static_recipe_rules(recipe))
     qsvs = qsvs if qsvs is not None else calibrate(fp32, calibration, recipe, num_threads)
-    if recipe.int8_input:
-        # The input range is the contract, not a statistic: [0, 1] exactly -> 1/255 steps, i.e.
-        # the camera's own 256 levels, whatever min/max the calibration images happen to reach.
-        qsvs = {**qsvs, _input_tensor_name(fp32): {"min": np.float32(0.0), "max": np.float32(1.0)}}
     return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
-
-
-def _input_tensor_name(model: ModelSource) -> str:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=_read(model))
-    index = it.get_signature_runner(SIGNATURE_KEY).get_input_details()[INPUT_NAME]["index"]
-    return next(t["name"] for t in it.get_tensor_details() if t["index"] == index)
-
-
-def op_types(model: ModelSource) -> dict[str, dict[str, int]]:
-    """{op name: {output dtype: count}}: shows which ops ended up int8 and which float."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=_read(model))
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    hist: dict[str, dict[str, int]] = {}
-    for op in it._get_ops_details():
-        dtype = tensors[op["outputs"][0]]["dtype"].__name__ if op["outputs"].size else "-"
-        hist.setdefault(op["op_name"], {}).setdefault(dtype, 0)
-        hist[op["op_name"]][dtype] += 1
-    return hist
 
 
 def delegated_nodes(model: ModelSource, threads: int = 2) -> tuple[int, int, int]:
     """(XNNPACK partitions, delegated nodes, all nodes). After the first invoke the interpreter
     lists DELEGATE nodes after the original ones; a node is delegated when it lies between a
     delegate node's inputs and outputs. One partition holding every node is the fast case."""
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=_read(model), num_threads=threads)
@@ -239,38 +161,6 @@ def delegated_nodes(model: ModelSource, threads: int = 2) -> tuple[int, int, int
     return len(delegates), len(inside), len(original)
 
 
-def tail_input_regex(model: ModelSource, tail_ops: Sequence[str] = TAIL_OPS) -> str:
-    """Anchored regex for the output tensor of the op that feeds the first tail op (the last
-    CONV_2D, whose logits go into the softmax): names are converter-made, so find it by graph."""
-    import re
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=_read(model))
-    ops = it._get_ops_details()
-    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    first_tail = next(o for o in ops if o["op_name"] in tail_ops)
-    # ai-edge-quantizer's op scope is the op's output tensor names joined by ';' plus a trailing ';'.
-    return "^" + re.escape(names[int(first_tail["inputs"][0])]) + ";$"
-
-
-def op_regexes(model: ModelSource, op_name: str, min_spatial: int = 0) -> tuple[str, ...]:
-    """Anchored scope regexes of every ``op_name`` op whose output is at least ``min_spatial``
-    pixels wide, for ``StaticRecipe.float_regexes`` (e.g. the high-resolution depthwise convs)."""
-    import re
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=_read(model))
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    found = []
-    for op in it._get_ops_details():
-        out = tensors[int(op["outputs"][0])]
-        if op["op_name"] == op_name and len(out["shape"]) == 4 and out["shape"][2] >= min_spatial:
-            found.append("^" + re.escape(out["name"]) + ";$")
-    return tuple(found)
-
-
 def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:
     """The int8-dynamic recipe in one line, for the manifest."""
     return (f"ai-edge-quantizer dynamic_wi8_afp32 (int8 per-channel weights, float activations); "
@@ -279,7 +169,6 @@ def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:
 
 def describe_static(recipe: StaticRecipe) -> str:
     """A static recipe in one line, for the manifest."""
-    keep = list(recipe.float_ops) + (["INPUT", "OUTPUT"] if recipe.float_io else [])
     return (f"ai-edge-quantizer static w{recipe.weight_bits}a{recipe.activation_bits} "
-            f"({recipe.weight_granularity.lower()} weights, ranges merged by {recipe.range_update}) on every op; "
-            f"no_quantize: {', '.join(keep)}")
+            f"({recipe.weight_granularity.lower()} weights, ranges merged by moving_average) on every op; "
+            f"no_quantize: {', '.join(_float_ops(recipe))}")

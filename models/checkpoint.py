@@ -30,6 +30,10 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _MAX_LISTED = 12  # longer lists of keys are summarised
 
 
+#: ``synthetic.kind`` of weights trained on the synthetic task (untrained synthetic files have another kind).
+TRAINED_KIND = "trained-synthetic"
+
+
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """A checkpoint that passed every check, with its inferred architecture."""
@@ -44,6 +48,11 @@ class LoadedCheckpoint:
     epoch: int | None
     synthetic: dict[str, Any] | None  # the `synthetic` marker written by make-checkpoint
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def trained_synthetic(self) -> bool:
+        """Weights trained on the synthetic task (models.trained_checkpoint): judged on its images."""
+        return bool(self.synthetic) and self.synthetic.get("kind") == TRAINED_KIND
 
     def build_model(self) -> ConvNeXtPose:
         model = ConvNeXtPose(self.spec)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 
+from models.checkpoint import TRAINED_KIND
 from models.spec import ModelSpec
 from models.synthetic import optimizer_state, save_atomic
 from models.train_eval import evaluate_synthetic, save_sample_png
@@ -21,7 +22,6 @@ from models.train_schedule import Schedule, resolve
 
 log = logging.getLogger(__name__)
 
-TRAINED_KIND = "trained-synthetic"
 
 
 def write_trained_checkpoint(
