@@ -61,13 +61,13 @@ def _palette(rng: np.random.Generator, background_mean: np.ndarray) -> dict[str,
 
 
 def draw_figure(
-    background: np.ndarray, proj: Projection, rng: np.random.Generator, joint_balls: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(image, mask): the figure drawn far-to-near over ``background``."""
+    background: np.ndarray, proj: Projection, rng: np.random.Generator, joint_balls: bool = True, with_mask: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(image, mask): the figure drawn far-to-near over ``background``; mask None unless ``with_mask``."""
     size = background.shape[0]
     pts = np.concatenate([proj.joints_px, proj.extra_px])
     depth = np.concatenate([proj.depth_mm, proj.extra_depth_mm])
-    palette = _palette(rng, background.reshape(-1, 3).mean(0))
+    palette = _palette(rng, background[::4, ::4].reshape(-1, 3).mean(0))  # a 1/16 sample is as good, and 10x cheaper
     thickness = rng.uniform(0.8, 1.2)  # slim to stocky
     parts = []
     for a_name, b_name, radius, slot, side in _PARTS:
@@ -85,16 +85,20 @@ def draw_figure(
                 nearest = min(p[0] for p in parts if i in (p[1], p[2]) and p[1] != p[2])
                 parts.append((nearest - 0.5, i, i, _BALLS[kind] * thickness, "joint", 1 if name[0] == "L" else -1))
     img = Image.fromarray(background.copy())
-    mask = Image.new("L", (size, size), 0)
-    draw, mask_draw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+    mask = Image.new("L", (size, size), 0) if with_mask else None
+    draw = ImageDraw.Draw(img)
+    mask_draw = ImageDraw.Draw(mask) if mask is not None else None
     for mean_depth, a, b, radius, slot, side in sorted(parts, key=lambda p: -p[0]):  # painter's order
         shade = (_LEFT_SHADE if side > 0 else 1.0) * min(max(1 - 0.25 * mean_depth / 1000, 0.7), 1.3)
         colour = tuple(min(int(c * shade), 255) for c in palette[slot])
         # at least 1 px, so limb ends (the joints) stay visible on small inputs
         ra, rb = max(radius * proj.px_per_mm[a], 1.0), max(radius * proj.px_per_mm[b], 1.0)
         _capsule(draw, pts[a], pts[b], ra, rb, colour)
-        _capsule(mask_draw, pts[a], pts[b], ra, rb, 255)
+        if mask_draw is not None:
+            _capsule(mask_draw, pts[a], pts[b], ra, rb, 255)
     if rng.random() < 0.5:  # soften the aliased edges sometimes, as a camera would
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * size / 256))
-    out = np.asarray(img, dtype=np.float32) + rng.standard_normal((size, size, 3), dtype=np.float32) * rng.uniform(0, 6)
-    return np.clip(out, 0, 255).astype(np.uint8), np.asarray(mask) > 0
+    out = rng.standard_normal((size, size, 3), dtype=np.float32)  # sensor noise, in place: this runs per image
+    out *= rng.uniform(0, 6)
+    out += np.asarray(img)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8), (np.asarray(mask) > 0 if mask is not None else None)

@@ -44,7 +44,7 @@ class Sample:
 
     image: np.ndarray  # (S, S, 3) uint8 RGB
     background: np.ndarray  # (S, S, 3) uint8, the image before the figure was drawn
-    mask: np.ndarray  # (S, S) bool, pixels covered by the figure
+    mask: np.ndarray | None  # (S, S) bool, pixels covered by the figure (None if not asked for)
     joints_px: np.ndarray  # (J, 2) float32 x, y in crop px; pixel (round(y), round(x)) holds the joint
     depth_mm: np.ndarray  # (J,) float32 root-relative depth, camera z (away from the camera)
 
@@ -64,7 +64,7 @@ def sample_rng(seed: int, split: int, index: int) -> np.random.Generator:
 
 def render_sample(
     seed: int, index: int, size: int = 256, split: int = TRAIN, heatmap_size: int | None = None,
-    task: TaskConfig = DEFAULT_TASK, photo_dir: Path = PHOTO_DIR,
+    task: TaskConfig = DEFAULT_TASK, photo_dir: Path = PHOTO_DIR, with_mask: bool = True,
 ) -> Sample:
     """Deterministic in (seed, split, index, size, heatmap_size, task).
 
@@ -75,7 +75,7 @@ def render_sample(
     w = heatmap_size or max(1, size // 8)
     proj = project_into_crop(sample_camera_pose(rng, task.yaw_range), size, rng, reach=(w - 1) * size / w)
     background = render_background(rng, size, task.photo_prob, task.distractor_prob, photo_dir)
-    image, mask = draw_figure(background, proj, rng, task.joint_balls)
+    image, mask = draw_figure(background, proj, rng, task.joint_balls, with_mask)
     return Sample(image, background, mask, proj.joints_px.astype(np.float32), proj.depth_mm.astype(np.float32))
 
 
@@ -93,15 +93,35 @@ def targets(joints_px: np.ndarray, depth_mm: np.ndarray, spec: ModelSpec) -> np.
     return np.stack([x, y, z], axis=-1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class RenderedBatch:
+    """Samples of a split as plain arrays: cheap to pickle from a rendering process."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8 RGB
+    targets: np.ndarray  # (N, J, 3) float32 in heatmap px / depth bins
+    joints_px: np.ndarray  # (N, J, 2)
+
+    def to_batch(self) -> Batch:
+        images = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255)
+        return Batch(images=images.contiguous(), targets=torch.from_numpy(self.targets), joints_px=self.joints_px)
+
+
+def render_arrays(
+    spec: ModelSpec, seed: int, start: int, n: int, split: int = TRAIN, task: TaskConfig = DEFAULT_TASK
+) -> RenderedBatch:
+    """Samples start .. start+n-1 of a split, for ``spec`` (its input size and heatmap)."""
+    samples = [render_sample(seed, i, spec.input_size, split, spec.heatmap_size, task, with_mask=False)
+               for i in range(start, start + n)]
+    joints = np.stack([s.joints_px for s in samples])
+    return RenderedBatch(images=np.stack([s.image for s in samples]),
+                         targets=targets(joints, np.stack([s.depth_mm for s in samples]), spec), joints_px=joints)
+
+
 def render_batch(
     spec: ModelSpec, seed: int, start: int, n: int, split: int = TRAIN, task: TaskConfig = DEFAULT_TASK
 ) -> Batch:
-    """Samples start .. start+n-1 of a split, as tensors for ``spec`` (its input size and heatmap)."""
-    samples = [render_sample(seed, i, spec.input_size, split, spec.heatmap_size, task) for i in range(start, start + n)]
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div_(255)
-    joints = np.stack([s.joints_px for s in samples])
-    t = targets(joints, np.stack([s.depth_mm for s in samples]), spec)
-    return Batch(images=images.contiguous(), targets=torch.from_numpy(t), joints_px=joints)
+    """``render_arrays`` as network-ready tensors."""
+    return render_arrays(spec, seed, start, n, split, task).to_batch()
 
 
 def draw_skeletons(image: np.ndarray, skeletons: dict[tuple[int, int, int], np.ndarray], scale: int = 2) -> Image.Image:

@@ -83,11 +83,12 @@ class Schedule:
 
 _RECIPE = dict(lr=2e-3, aux_weight=1.0, aux_end_weight=1.0, aux_sigma=0.75, logit_scale=5.0)
 #: Full schedules, in step mode (repeatable): N1 steps of 16 images at 128 px, then N2 steps of 8 at
-#: 256 px, sized from measured idle step times on the 2-core machine (XS 0.20 / 0.82 s, S 0.33 /
-#: 1.23 s per 16 images at 128 / 256 px) to ~13.5 min, so training + evaluation + writing fit 15 min.
+#: 256 px, sized from measured in-loop step times on the idle 2-core machine, rendering included
+#: (XS 0.167 / 0.265 s, S 0.235 / 0.37 s per step at 128 / 256 px), to ~12.5 min, so training +
+#: evaluation + writing fit 15 min with a margin.
 FULL_SCHEDULES: dict[str, Schedule] = {
-    "XS": Schedule(steps=800 + 1200, batch_size=16, full_res_batch_size=8, low_res_frac=800 / 2000, **_RECIPE),
-    "S": Schedule(steps=400 + 900, batch_size=16, full_res_batch_size=8, low_res_frac=400 / 1300, **_RECIPE),
+    "XS": Schedule(steps=800 + 2300, batch_size=16, full_res_batch_size=8, low_res_frac=800 / 3100, **_RECIPE),
+    "S": Schedule(steps=400 + 1800, batch_size=16, full_res_batch_size=8, low_res_frac=400 / 2200, **_RECIPE),
 }
 #: For CI: 300 steps (250 at 128 px, 50 at the full size), 2-3 min for XS on 2 cores. Not converged
 #: (XS: ~2.7 px mean), but heatmaps are already single-peaked enough to judge int8 conversions on.
