@@ -84,11 +84,11 @@ class Schedule:
 _RECIPE = dict(lr=2e-3, aux_weight=1.0, aux_end_weight=1.0, aux_sigma=0.75, logit_scale=5.0)
 #: Full schedules, in step mode (repeatable): N1 steps of 16 images at 128 px, then N2 steps of 8 at
 #: 256 px, sized from measured in-loop step times on the idle 2-core machine, rendering included
-#: (XS 0.167 / 0.265 s, S 0.235 / 0.37 s per step at 128 / 256 px), to ~12.5 min, so training +
-#: evaluation + writing fit 15 min with a margin.
+#: (XS 0.178 / 0.292 s, S 0.27 / 0.43 s per step at 128 / 256 px), to ~13.5 min, so training +
+#: evaluation + writing fit 15 min.
 FULL_SCHEDULES: dict[str, Schedule] = {
     "XS": Schedule(steps=800 + 2300, batch_size=16, full_res_batch_size=8, low_res_frac=800 / 3100, **_RECIPE),
-    "S": Schedule(steps=400 + 1800, batch_size=16, full_res_batch_size=8, low_res_frac=400 / 2200, **_RECIPE),
+    "S": Schedule(steps=400 + 1700, batch_size=16, full_res_batch_size=8, low_res_frac=400 / 2100, **_RECIPE),
 }
 #: For CI: 300 steps (250 at 128 px, 50 at the full size), 2-3 min for XS on 2 cores. Not converged
 #: (XS: ~2.7 px mean), but heatmaps are already single-peaked enough to judge int8 conversions on.
