@@ -8,7 +8,7 @@ This module is the entry point; the parts live in train_schedule (what to run), 
 (the loop), train_losses, train_eval (figures, sample picture) and trained_checkpoint (the file).
 
     python -m models.train --variant XS --out /tmp/train/XS.pth.tar --sample /tmp/train/sample_XS.png
-    python -m models.train --variant XS --out /tmp/xs-ci.pth.tar --short      # CI schedule: 2-3 min
+    python -m models.train --variant XS --out /tmp/xs-ci.pth.tar --short      # CI schedule: ~1.5 min
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="XS")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--short", action="store_true", help="CI schedule (300 steps, 2-3 min for XS; not converged)")
+    p.add_argument("--short", action="store_true", help="CI schedule (300 steps, ~1.5 min for XS; not converged)")
     p.add_argument("--steps", type=int, help="step-mode run of this many steps")
     p.add_argument("--budget-s", type=float, help="time-mode run of this many seconds")
     p.add_argument("--threads", type=int, default=2, help="most intra-op threads (fewer when measured faster)")

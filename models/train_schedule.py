@@ -90,8 +90,8 @@ FULL_SCHEDULES: dict[str, Schedule] = {
     "XS": Schedule(steps=800 + 2300, batch_size=16, full_res_batch_size=8, low_res_frac=800 / 3100, **_RECIPE),
     "S": Schedule(steps=400 + 1700, batch_size=16, full_res_batch_size=8, low_res_frac=400 / 2100, **_RECIPE),
 }
-#: For CI: 300 steps (250 at 128 px, 50 at the full size), 2-3 min for XS on 2 cores. Not converged
-#: (XS: ~2.7 px mean), but heatmaps are already single-peaked enough to judge int8 conversions on.
+#: For CI: 300 steps (250 at 128 px, 50 at the full size), ~1.5 min for XS on 2 cores. Not converged
+#: (XS: 2.6 px mean), but heatmaps are already single-peaked enough to judge int8 conversions on.
 SHORT_SCHEDULE = Schedule(steps=300, batch_size=16, low_res_frac=250 / 300, **_RECIPE)
 
 
