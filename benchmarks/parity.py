@@ -65,8 +65,7 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     from exporters.contract import normalise
     from exporters.images import inputs_for
     from exporters.runtimes import coreml_runner, run_onnx, run_tflite
-    from exporters.calibration import int8_judged_mask
-    from exporters.tolerances import CALIBRATED, P99_GATED
+    from exporters.calibration import judged_mask_for
     from exporters.verify import check, reference_joints
 
     out_dir = Path(out_dir)
@@ -82,9 +81,8 @@ def check_artifacts(out_dir, images_dir=None, seed: int = 0, threads: int = 2) -
     for art in manifest["artifacts"]:
         run = runners[art["format"]]
         joints = run(out_dir / art["file"], fed) if run is evaluate_coreml else run(out_dir / art["file"], fed, threads)
-        judged = (int8_judged_mask(manifest, inputs) if art["precision"] in CALIBRATED
-                  else inputs.group_masks()[inputs.judged_group])
-        report = check(joints, reference, loaded.spec, art["format"], art["precision"], judged)
+        report = check(joints, reference, loaded.spec, art["format"], art["precision"],
+                       judged_mask_for(manifest, inputs, art["precision"]))
         by = {"evaluated_by": evaluated_by} if run is evaluate_coreml else {}
         checks.append({"file": art["file"], **report.to_dict(), **by})
     return checks

@@ -22,8 +22,8 @@ from benchmarks.worker import WorkerJob
 from exporters.contract import normalise
 from exporters.images import DEFAULT_IMAGES_DIR, inputs_for
 from exporters.manifest import read_manifest, tool_versions, write_json_atomic
-from exporters.calibration import int8_judged_mask
-from exporters.tolerances import CALIBRATED, P99_GATED
+from exporters.calibration import judged_mask_for
+from exporters.tolerances import CALIBRATED
 from exporters.verify import check, reference_joints
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.errors import ConvNeXtPoseError
@@ -142,8 +142,7 @@ def run_bench(options: BenchOptions) -> dict:
                 outputs_file = work / f"{backend.name}.0.npy"
                 if outputs_file.exists():
                     outputs = np.load(outputs_file)
-                    judged = (int8_judged_mask(manifest, inputs) if backend.precision in CALIBRATED
-                              else groups[inputs.judged_group])
+                    judged = judged_mask_for(manifest, inputs, backend.precision)
                     row["parity_gate"] = check(outputs, reference, spec, backend.format, backend.precision,
                                                judged).to_dict()
                     if backend.precision in CALIBRATED:  # the headline figures: inputs disjoint from calibration

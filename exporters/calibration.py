@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from exporters.images import DEFAULT_IMAGES_DIR, IMAGE_SUFFIXES, InputSet
+from exporters.tolerances import CALIBRATED
 from models.checkpoint import LoadedCheckpoint
 from models.errors import ExportError
 
@@ -201,6 +202,12 @@ def int8_judged_mask(manifest: dict, inputs: InputSet) -> np.ndarray:
         raise ExportError("none of the inputs the int8 artifacts were judged on is in this verification set "
                           "(different --images?)")
     return mask
+
+
+def judged_mask_for(manifest: dict, inputs: InputSet, precision: str) -> np.ndarray:
+    """Rows of ``inputs`` an exported artifact of ``precision`` is judged on: calibrated integer
+    artifacts on the inputs disjoint from their calibration set, the others on ``judged_group``."""
+    return int8_judged_mask(manifest, inputs) if precision in CALIBRATED else inputs.judged_mask()
 
 
 def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Path | None = None,

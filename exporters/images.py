@@ -47,6 +47,10 @@ class InputSet:
         """The group precision is judged on: the training distribution when there is one, else photos."""
         return "synthetic" if "synthetic" in self.group_masks() else "photos"
 
+    def judged_mask(self) -> np.ndarray:
+        """Rows of ``judged_group``."""
+        return self.group_masks()[self.judged_group]
+
 
 def square_crops(image: Image.Image) -> list[tuple[str, Image.Image]]:
     """Centre square crop; wide photos (group shots) also give left and right crops."""

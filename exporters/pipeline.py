@@ -99,7 +99,7 @@ class _Run:
     def verify(self, path: Path, fmt: str, precision: str, layout: str, run: Callable,
                details: dict | None = None, evaluated_by: str | None = None,
                judged: np.ndarray | None = None) -> Artifact:
-        judged = self.inputs.group_masks()[self.inputs.judged_group] if judged is None else judged
+        judged = self.inputs.judged_mask() if judged is None else judged
         report = check(run(path, self.artifact_inputs), self.reference, self.loaded.spec, fmt, precision, judged)
         parity = report.to_dict() | ({"evaluated_by": evaluated_by} if evaluated_by else {})
         if not report.passed:

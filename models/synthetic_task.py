@@ -101,9 +101,11 @@ class RenderedBatch:
     targets: np.ndarray  # (N, J, 3) float32 in heatmap px / depth bins
     joints_px: np.ndarray  # (N, J, 2)
 
-    def to_batch(self) -> Batch:
+    def to_batch(self, memory_format: torch.memory_format = torch.contiguous_format) -> Batch:
+        # NHWC uint8 -> NCHW view: channels-last is the arrays' own memory order, so that format is copy-free
         images = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255)
-        return Batch(images=images.contiguous(), targets=torch.from_numpy(self.targets), joints_px=self.joints_px)
+        return Batch(images=images.contiguous(memory_format=memory_format), targets=torch.from_numpy(self.targets),
+                     joints_px=self.joints_px)
 
 
 def render_arrays(

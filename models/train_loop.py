@@ -145,12 +145,11 @@ def _train(spec: ModelSpec, seed: int, schedule: Schedule, threads: int, adapt_t
                     tuner.before_step(step - 1)
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr * schedule.lr_factor(schedule.progress(step, time.perf_counter() - start))
-                # NHWC uint8 -> NCHW view: already channels-last in memory
-                images = normalise(torch.from_numpy(rendered.images).permute(0, 3, 1, 2).float().div_(255))
-                targets = torch.from_numpy(rendered.targets)
+                batch = rendered.to_batch(torch.channels_last)
+                images = normalise(batch.images).contiguous(memory_format=torch.channels_last)  # no copy: already so
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
-                    logits = model.heatmaps(images.contiguous(memory_format=torch.channels_last))
-                terms = pose_losses(logits, targets, coords[stage.input_size], stage, schedule.aux_sigma,
+                    logits = model.heatmaps(images)
+                terms = pose_losses(logits, batch.targets, coords[stage.input_size], stage, schedule.aux_sigma,
                                     schedule.logit_scale)
                 aux = schedule.aux(p)
                 total = terms.coordinate + aux * terms.heatmap if aux > 0 else terms.coordinate

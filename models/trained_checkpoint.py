@@ -12,7 +12,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-
 from models.checkpoint import TRAINED_KIND
 from models.spec import ModelSpec
 from models.synthetic import optimizer_state, save_atomic
@@ -21,7 +20,6 @@ from models.train_loop import train_model
 from models.train_schedule import Schedule, resolve
 
 log = logging.getLogger(__name__)
-
 
 
 def write_trained_checkpoint(
