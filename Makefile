@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install test test-fast export bench clean
+.PHONY: install lint test test-fast export bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 2; }
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
 
 test: install
 	$(BIN)/pytest -q

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.errors import ConvNeXtPoseError
+from common.errors import ConvNeXtPoseError
 from models.spec import DEFAULT_JOINTS, REGISTRY
 
 log = logging.getLogger("convnextpose")
@@ -65,7 +65,7 @@ def _synthetic_words(marker: dict | None) -> str:
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
     from models.spec import spec_for
-    from models.synthetic import write_synthetic_checkpoint
+    from models.synthetic.untrained import write_synthetic_checkpoint
 
     spec = spec_for(args.variant, args.joints)
     if not args.trained:
@@ -75,8 +75,8 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
         return 0
     if args.legacy_head_keys:
         raise ConvNeXtPoseError("--legacy-head-keys is for untrained checkpoints; trained ones use the named layout")
-    from models.synthetic import copy_atomic
-    from models.trained_checkpoint import reference_checkpoint
+    from common.files import copy_atomic
+    from models.training.reference import reference_checkpoint
 
     cached = reference_checkpoint(spec, seed=args.seed, short=args.short)
     copy_atomic(cached, args.out)
@@ -88,7 +88,7 @@ def _eval_synthetic(args: argparse.Namespace) -> int:
     import torch
 
     from models.checkpoint import load_checkpoint
-    from models.train_eval import evaluate_synthetic
+    from models.training.evaluate import evaluate_synthetic
 
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint, args.variant, args.joints, args.upsample)
@@ -100,7 +100,8 @@ def _eval_synthetic(args: argparse.Namespace) -> int:
           f"(x{loaded.spec.input_size / loaded.spec.heatmap_size:g} for input px)")
     print(f"depth error        mean {report.mean_depth_bins:.3f} bins")
     print(f"heatmap shape      median per-joint max prob {report.median_max_prob:.4f} (3D voxel), "
-          f"{report.median_xy_max_prob:.3f} (xy marginal); xy mass within 2 px of the peak {report.median_peak_mass:.3f}")
+          f"{report.median_xy_max_prob:.3f} (xy marginal); xy mass within 2 px of the peak "
+          f"{report.median_peak_mass:.3f}")
     if args.json:
         args.json.write_text(json.dumps(dataclasses.asdict(report), indent=2))
     return 0
@@ -115,7 +116,7 @@ def _export(args: argparse.Namespace) -> int:
         out_dir=args.out,
         joints=args.joints,
         num_upsample=args.upsample,
-        formats=tuple(args.formats.split(",")),
+        formats=args.formats,
         fold_normalization=not args.normalized_input,
         opset=args.opset,
         dynamic_batch=args.dynamic_batch,
@@ -133,8 +134,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks.latency import LatencySettings
-    from benchmarks.report import compare
-    from benchmarks.run import BENCH_MD, BenchOptions, run_bench
+    from benchmarks.report import BENCH_MD, compare
+    from benchmarks.run import BenchOptions, run_bench
 
     if args.compare:
         print(compare(*args.compare))
@@ -150,11 +151,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from benchmarks.profile import format_table, profile_stages
+    from benchmarks.profile import profile_stages, stage_table
 
-    if not (args.out / "manifest.json").is_file():
-        raise ConvNeXtPoseError(f"{args.out}/manifest.json not found: run `convnextpose export` first")
-    print(format_table(profile_stages(args.out, args.threads)))
+    print(stage_table(profile_stages(args.out, args.threads)))
     return 0
 
 
@@ -171,7 +170,20 @@ def _variant(name: str) -> str:
     return name.upper()
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    from exporters.formats import format_names
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in format_names()]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {unknown or [text]}; "
+                                         f"choose from {', '.join(format_names())}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from exporters.formats import default_formats, describe_formats, format_names
+
     parser = argparse.ArgumentParser(prog="convnextpose", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("make-checkpoint", help="write a synthetic checkpoint (untrained, or --trained) in the released layout")
+    p = sub.add_parser("make-checkpoint",
+                       help="write a synthetic checkpoint (untrained, or --trained) in the released layout")
     p.add_argument("variant", type=_variant)
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
@@ -215,11 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--joints", type=int, default=DEFAULT_JOINTS)
     p.add_argument("--upsample", type=int, help="upsampling layers of a custom head")
-    p.add_argument("--formats", default="onnx,tflite,tflite-int8,coreml",
-                   help="comma list of onnx,tflite,tflite-int8,coreml (tflite-int8 needs tflite)")
+    p.add_argument("--formats", type=_formats, default=default_formats(), metavar=",".join(format_names()),
+                   help=f"comma list of formats (default: {','.join(default_formats())}). {describe_formats()}")
     p.add_argument("--calib", type=Path,
                    help="folder of photos for int8 calibration (default: the synthetic task's TRAIN split for the "
-                        "trained-synthetic weights, else every other sample photo); kept disjoint from the judged inputs")
+                        "trained-synthetic weights, else every other sample photo); kept disjoint from the judged "
+                        "inputs")
     p.add_argument("--normalized-input", action="store_true",
                    help="keep ImageNet normalisation outside the model (default: folded in, input RGB in [0,1])")
     p.add_argument("--opset", type=int, default=17)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,9 +9,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.backends import backends_from_manifest, open_backend
-from exporters.contract import normalise
-from exporters.images import square_crops
-from models.errors import ConvNeXtPoseError
+from common.errors import ConvNeXtPoseError
+from common.images import read_rgb
+from exporters.inputs import square_crops
+from exporters.manifest import Manifest
+from models.preprocessing import normalise
 
 log = logging.getLogger(__name__)
 PANEL = 384  # pixels per panel side
@@ -24,7 +25,8 @@ def _edge_colour(names: list[str], a: int, b: int) -> tuple[int, int, int]:
     return _LEFT_COLOUR if "L_" in side else _RIGHT_COLOUR if "R_" in side else _CENTRE_COLOUR
 
 
-def draw_skeleton(crop: Image.Image, joints_px: np.ndarray, skeleton: list, names: list[str], title: str) -> Image.Image:
+def draw_skeleton(crop: Image.Image, joints_px: np.ndarray, skeleton: list, names: list[str],
+                  title: str) -> Image.Image:
     panel = crop.resize((PANEL, PANEL), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(panel)
     scale = PANEL / crop.size[0]
@@ -40,19 +42,14 @@ def draw_skeleton(crop: Image.Image, joints_px: np.ndarray, skeleton: list, name
 
 
 def _photo_crop(image: Path, size: int) -> Image.Image:
-    try:
-        with Image.open(image) as img:
-            photo = img.convert("RGB")
-    except OSError as exc:
-        raise ConvNeXtPoseError(f"image {image} cannot be read: {exc}") from None
-    return square_crops(photo)[0][1].resize((size, size), Image.Resampling.BILINEAR)
+    return square_crops(read_rgb(image))[0][1].resize((size, size), Image.Resampling.BILINEAR)
 
 
-def _synthetic_crop(index: int, manifest: dict) -> tuple[Image.Image, np.ndarray]:
+def _synthetic_crop(index: int, manifest: Manifest) -> tuple[Image.Image, np.ndarray]:
     """Evaluation-split image ``index`` of the synthetic task (never trained on) and its true joints in px."""
-    from models.synthetic_task import EVAL, render_sample
+    from models.synthetic.task import EVAL, render_sample
 
-    size, heatmap = manifest["spec"]["input_size"], manifest["spec"]["heatmap_shape"][2]
+    size, heatmap = manifest.spec.input_size, manifest.spec.heatmap_size
     sample = render_sample(0, index, size, EVAL, heatmap)
     return Image.fromarray(sample.image), sample.joints_px
 
@@ -60,14 +57,11 @@ def _synthetic_crop(index: int, manifest: dict) -> tuple[Image.Image, np.ndarray
 def run_demo(image: Path | None, out_dir: Path, output: Path | None = None, threads: int = 2,
              synthetic_index: int | None = None) -> Path:
     """One panel per backend (and the ground truth first, for a synthetic image); returns the PNG path."""
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConvNeXtPoseError(f"{manifest_path} not found: run `convnextpose export` first")
     if (image is None) == (synthetic_index is None):
         raise ConvNeXtPoseError("demo needs exactly one of IMAGE or --synthetic INDEX")
-    manifest = json.loads(manifest_path.read_text())
-    size = manifest["spec"]["input_size"]
-    skeleton, names = manifest["joints"]["skeleton"], manifest["joints"]["names"]
+    manifest = Manifest.read(out_dir)
+    size = manifest.spec.input_size
+    skeleton, names = manifest.joints["skeleton"], manifest.joints["names"]
     panels = []
     if synthetic_index is not None:
         crop, truth = _synthetic_crop(synthetic_index, manifest)
@@ -76,10 +70,10 @@ def run_demo(image: Path | None, out_dir: Path, output: Path | None = None, thre
     else:
         crop, stem = _photo_crop(image, size), image.stem
     x = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
-    if not manifest["input"]["normalization_folded"]:
+    if not manifest.normalization_folded:
         x = normalise(x)
-    to_px = size / manifest["spec"]["heatmap_shape"][2]
-    synthetic = manifest["checkpoint"].get("synthetic_info") or {}
+    to_px = size / manifest.spec.heatmap_size
+    synthetic = manifest.checkpoint.get("synthetic_info") or {}
     label = f" [{synthetic['kind']} weights]" if synthetic else ""
     for backend in backends_from_manifest(manifest):
         opened = open_backend(backend, out_dir, threads, manifest)

@@ -21,6 +21,11 @@ import numpy as np
 import onnx
 
 from benchmarks.latency import LatencySettings, measure
+from common.errors import ConvNeXtPoseError
+from common.tables import format_table
+from exporters.manifest import Manifest
+from runtimes.litert import interpreter
+from runtimes.onnxrt import inference_session
 
 log = logging.getLogger(__name__)
 _PREFIXES = [("stem + stage 0", "/backbone/stages.0/"), ("stage 1", "/backbone/stages.1/"),
@@ -80,16 +85,15 @@ def _tflite_piece(onnx_path: Path, seg: Segment, work: Path, calibration_images:
     return tflite
 
 
-def _rewritten_onnx(manifest: dict, path: Path) -> None:
+def _rewritten_onnx(manifest: Manifest, path: Path) -> None:
     """The ONNX the TFLite stage converts: the manifest's checkpoint, its contract, the XNNPACK rewrite."""
-    from benchmarks.run import load_manifest_checkpoint
     from exporters import to_onnx
     from exporters.contract import InputContract, fold_normalization
     from exporters.mobile_graph import for_xnnpack
     from exporters.simplify import simplify_onnx
 
-    loaded = load_manifest_checkpoint(manifest)
-    folded = manifest["input"]["normalization_folded"]
+    loaded = manifest.load_checkpoint()
+    folded = manifest.normalization_folded
     model = fold_normalization(loaded.build_model()) if folded else loaded.build_model()
     contract = InputContract.for_spec(loaded.spec, folded)
     to_onnx.export_onnx(for_xnnpack(model)[0], contract, path, {})
@@ -97,14 +101,14 @@ def _rewritten_onnx(manifest: dict, path: Path) -> None:
 
 
 def profile_stages(out_dir: Path, threads: int = 2, settings: LatencySettings | None = None) -> list[SegmentTiming]:
-    from exporters.images import parity_inputs
+    from exporters.inputs import parity_inputs
 
-    manifest = json.loads((out_dir / "manifest.json").read_text())
-    simplified = [a["file"] for a in manifest["artifacts"] if a["format"] == "onnx-simplified"]
+    manifest = Manifest.read(out_dir)
+    simplified = [a.file for a in manifest.artifacts if a.format == "onnx-simplified"]
     if not simplified:
-        raise ValueError(f"{out_dir}/manifest.json lists no simplified ONNX: export with the onnx format")
+        raise ConvNeXtPoseError(f"{out_dir}/manifest.json lists no simplified ONNX: export with the onnx format")
     settings = settings or LatencySettings(min_runs=30, min_seconds=2.0)
-    calibration_images = parity_inputs(manifest["spec"]["input_size"]).images
+    calibration_images = parity_inputs(manifest.spec.input_size).images
     timings = []
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
         work = Path(tmp)
@@ -125,39 +129,32 @@ def profile_stages(out_dir: Path, threads: int = 2, settings: LatencySettings | 
     return timings
 
 
-def format_table(timings: list[SegmentTiming]) -> str:
-    lines = ["| stage | ORT p50 ms | TFLite p50 ms, plain graph | TFLite p50 ms, as exported | as exported / ORT |",
-             "|---|---|---|---|---|"]
-    for t in timings:
-        lines.append(f"| {t.name} | {t.ort_p50_ms:.2f} | {t.tflite_plain_p50_ms:.2f} | {t.tflite_p50_ms:.2f} | "
-                     f"{t.ratio:.2f} |")
-    ort, plain, tfl = (sum(getattr(t, f) for t in timings) for f in ("ort_p50_ms", "tflite_plain_p50_ms", "tflite_p50_ms"))
-    lines.append(f"| **sum** | {ort:.2f} | {plain:.2f} | {tfl:.2f} | {tfl / ort:.2f} |")
-    return "\n".join(lines)
+def stage_table(timings: list[SegmentTiming]) -> str:
+    rows = [(t.name, f"{t.ort_p50_ms:.2f}", f"{t.tflite_plain_p50_ms:.2f}", f"{t.tflite_p50_ms:.2f}", f"{t.ratio:.2f}")
+            for t in timings]
+    ort, plain, tfl = (sum(getattr(t, f) for t in timings)
+                       for f in ("ort_p50_ms", "tflite_plain_p50_ms", "tflite_p50_ms"))
+    rows.append(("**sum**", f"{ort:.2f}", f"{plain:.2f}", f"{tfl:.2f}", f"{tfl / ort:.2f}"))
+    return format_table(("stage", "ORT p50 ms", "TFLite p50 ms, plain graph", "TFLite p50 ms, as exported",
+                         "as exported / ORT"), rows, markdown=True)
 
 
 def _time_one(kind: str, path: str, threads: int, settings: LatencySettings) -> float:
     """Subprocess side: random input of the piece's own shape, p50 ms."""
     rng = np.random.default_rng(0)
     if kind == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = inference_session(Path(path), threads)
         inp = session.get_inputs()[0]
         x = rng.random(inp.shape, dtype=np.float32)
         return measure(lambda: session.run(None, {inp.name: x}), settings).p50_ms
-    from exporters.runtimes import tflite_interpreter
-
-    interpreter = tflite_interpreter(Path(path), threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
+    it = interpreter(Path(path), threads)
+    it.allocate_tensors()
+    detail = it.get_input_details()[0]
     x = rng.random(detail["shape"], dtype=np.float32)
 
     def run() -> None:
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
+        it.set_tensor(detail["index"], x)
+        it.invoke()
 
     return measure(run, settings).p50_ms
 

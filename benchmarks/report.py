@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.tables import format_table
+
+BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
 STATUS_MARK = {"passed": "✅", "parity only": "❎", "failed": "❌"}
 
 
@@ -38,14 +41,10 @@ def markdown(bench: dict) -> str:
         f"{bench['inputs'][f'n_{judged_group(bench)}']} {GROUP_WORDS[judged_group(bench)]} "
         f"(2-D joint error, heatmap px; the other groups are in bench.json).",
         "",
-        "| backend | format | precision | size MB | status | parity p99 px | parity max px | PCK@0.5 | "
-        "p50 ms | p90 ms | FPS | ratio to ORT | ratio to TFLite fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    notes, rows = [], []
     for row in bench["backends"]:
         lat, par = row.get("latency"), judged_parity(bench, row)
-        mark = STATUS_MARK[row["status"]]
         if row.get("reason"):
             notes.append(f"- {row['backend']}: {row['reason']}")
         if row["status"] == "failed" and row.get("parity_gate"):
@@ -53,14 +52,14 @@ def markdown(bench: dict) -> str:
             gated = g["p99_xy_judged_px"] if g.get("gate") == "p99" else g["max_abs_px"]
             notes.append(f"- {row['backend']}: {'p99 2-D error' if g.get('gate') == 'p99' else 'max |d|'} "
                          f"{gated:.3g} px > tolerance {g['tolerance_px']:g}")
-        lines.append(
-            f"| {row['backend']} | {row['format']} | {row['precision']} | "
-            f"{_fmt(row['size_mb'] or None, '.1f')} | {mark} | "
-            f"{_fmt(par and par['p99_px'], '.2g')} | {_fmt(par and par['max_px'], '.2g')} | "
-            f"{_fmt(par and par['pck_05'], '.3f')} | {_fmt(lat and lat['p50_ms'], '.2f')} | "
-            f"{_fmt(lat and lat['p90_ms'], '.2f')} | {_fmt(lat and lat['fps'], '.1f')} | "
-            f"{_fmt(row.get('ratio_to_ort'), '.2f')} | {_fmt(row.get('ratio_to_tflite_fp32'), '.2f')} |"
-        )
+        rows.append((row["backend"], row["format"], row["precision"], _fmt(row["size_mb"] or None, ".1f"),
+                     STATUS_MARK[row["status"]], _fmt(par and par["p99_px"], ".2g"), _fmt(par and par["max_px"], ".2g"),
+                     _fmt(par and par["pck_05"], ".3f"), _fmt(lat and lat["p50_ms"], ".2f"),
+                     _fmt(lat and lat["p90_ms"], ".2f"), _fmt(lat and lat["fps"], ".1f"),
+                     _fmt(row.get("ratio_to_ort"), ".2f"), _fmt(row.get("ratio_to_tflite_fp32"), ".2f")))
+    lines.append(format_table(("backend", "format", "precision", "size MB", "status", "parity p99 px", "parity max px",
+                               "PCK@0.5", "p50 ms", "p90 ms", "FPS", "ratio to ORT", "ratio to TFLite fp32"),
+                              rows, markdown=True))
     if roof.get("ort_gflops"):
         lines += ["", f"ONNX Runtime ({roof['ort_backend']}): {roof['ort_gflops']:.1f} GFLOP/s = "
                       f"{100 * roof['ort_share_of_gemm']:.0f}% of this machine's fp32 GEMM "
@@ -105,7 +104,8 @@ def plot_joint_error(bench: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("mean 2-D error vs PyTorch (heatmap px)")
-    ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on {GROUP_WORDS[judged_group(bench)].split(' (')[0]}")
+    group = GROUP_WORDS[judged_group(bench)].split(" (")[0]
+    ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on {group}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -113,8 +113,6 @@ def plot_joint_error(bench: dict, path: Path) -> None:
 
 
 def write_reports(bench: dict, out_dir: Path) -> None:
-    from benchmarks.run import BENCH_MD
-
     (out_dir / BENCH_MD).write_text(markdown(bench))
     plot_latency(bench, out_dir / "bench_latency.png")
     plot_joint_error(bench, out_dir / "bench_joint_error.png")
@@ -124,14 +122,13 @@ def compare(old_path: Path, new_path: Path) -> str:
     """Per backend: p50 latency and parity change from old to new bench.json."""
     old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
     before = {r["backend"]: r for r in old["backends"]}
-    lines = [f"{'backend':<24} {'p50 old':>9} {'p50 new':>9} {'change':>8}  {'p99 px old':>10} {'p99 px new':>10}"]
+    rows = []
     for row in new["backends"]:
         prev = before.get(row["backend"], {})
         a, b = (r.get("latency", {}).get("p50_ms") for r in (prev, row))
         pa, pb = ((judged_parity(bench_, r) or {}).get("p99_px") for bench_, r in ((old, prev), (new, row)))
         change = f"{100 * (b / a - 1):+.1f}%" if a and b else "-"
-        lines.append(f"{row['backend']:<24} {_fmt(a, '9.2f')} {_fmt(b, '9.2f')} {change:>8}  "
-                     f"{_fmt(pa, '10.3g')} {_fmt(pb, '10.3g')}")
+        rows.append((row["backend"], _fmt(a, ".2f"), _fmt(b, ".2f"), change, _fmt(pa, ".3g"), _fmt(pb, ".3g")))
     for name in before.keys() - {r["backend"] for r in new["backends"]}:
-        lines.append(f"{name:<24} (only in {old_path})")
-    return "\n".join(lines)
+        rows.append((name, f"(only in {old_path})", "", "", "", ""))
+    return format_table(("backend", "p50 old", "p50 new", "change", "p99 px old", "p99 px new"), rows)

@@ -17,21 +17,20 @@ from tqdm import tqdm
 
 from benchmarks.backends import backends_from_manifest
 from benchmarks.latency import LatencySettings
-from benchmarks.parity import parity_stats
+from benchmarks.report import BENCH_JSON, write_reports
 from benchmarks.worker import WorkerJob
-from exporters.contract import normalise
-from exporters.images import DEFAULT_IMAGES_DIR, inputs_for
-from exporters.manifest import read_manifest, tool_versions, write_json_atomic
+from common.errors import ConvNeXtPoseError
+from common.files import write_json_atomic
 from exporters.calibration import judged_mask_for
+from exporters.inputs import DEFAULT_IMAGES_DIR, inputs_for
+from exporters.manifest import Manifest, tool_versions
+from exporters.parity import check, parity_stats, reference_joints
 from exporters.tolerances import CALIBRATED
-from exporters.verify import check, reference_joints
-from models.checkpoint import LoadedCheckpoint, load_checkpoint
-from models.errors import ConvNeXtPoseError
-from models.spec import ModelSpec
+from exporters.verify import tolerance_key
+from models.preprocessing import normalise
 
 log = logging.getLogger(__name__)
 
-BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
 BASELINE_ORDER = ("onnxruntime-simplified", "onnxruntime")  # latency ratios are relative to the first present
 
 
@@ -49,12 +48,6 @@ class BenchOptions:
     synthetic_n: int = 100
 
 
-def spec_from_manifest(manifest: dict) -> ModelSpec:
-    fields = ModelSpec.__dataclass_fields__
-    values = {k: v for k, v in manifest["spec"].items() if k in fields}
-    return ModelSpec(**{**values, "depths": tuple(values["depths"]), "dims": tuple(values["dims"])})
-
-
 def machine_info(threads: int) -> dict:
     cpu = platform.processor()
     try:
@@ -65,15 +58,6 @@ def machine_info(threads: int) -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "logical_cores": os.cpu_count(), "threads": threads, "os": platform.platform()}
-
-
-def load_manifest_checkpoint(manifest: dict) -> LoadedCheckpoint:
-    """The checkpoint an export was made from, checked against the manifest's spec and sha256."""
-    spec = spec_from_manifest(manifest)
-    loaded = load_checkpoint(manifest["checkpoint"]["path"], spec, spec.joints)
-    if loaded.sha256 != manifest["checkpoint"]["sha256"]:
-        raise ConvNeXtPoseError(f"checkpoint {loaded.path} changed since the export (sha256 differs from the manifest)")
-    return loaded
 
 
 def _run_worker(job: WorkerJob, work: Path) -> dict:
@@ -104,10 +88,8 @@ def _row_status(result: dict, parity_gate: dict | None) -> str:
 
 def run_bench(options: BenchOptions) -> dict:
     out_dir = Path(options.out_dir)
-    manifest = read_manifest(out_dir)
-    if manifest is None:
-        raise ConvNeXtPoseError(f"{out_dir}/manifest.json not found: run `convnextpose export` first")
-    spec = spec_from_manifest(manifest)
+    manifest = Manifest.read(out_dir)
+    spec = manifest.spec
     backends = backends_from_manifest(manifest)
     if options.only:
         unknown = set(options.only) - {b.name for b in backends}
@@ -115,11 +97,11 @@ def run_bench(options: BenchOptions) -> dict:
             raise ConvNeXtPoseError(f"unknown backend(s) {sorted(unknown)}; available: {[b.name for b in backends]}")
         backends = [b for b in backends if b.name in options.only]
 
-    loaded = load_manifest_checkpoint(manifest)
+    loaded = manifest.load_checkpoint()
     inputs = inputs_for(loaded, options.images_dir, options.seed, options.synthetic_n)
     groups = inputs.group_masks()
     reference = reference_joints(loaded, inputs.images)
-    contract_inputs = inputs.images if manifest["input"]["normalization_folded"] else normalise(inputs.images)
+    contract_inputs = inputs.images if manifest.normalization_folded else normalise(inputs.images)
 
     results: dict[str, dict] = {b.name: {"repeats_p50_ms": []} for b in backends}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -143,14 +125,12 @@ def run_bench(options: BenchOptions) -> dict:
                 if outputs_file.exists():
                     outputs = np.load(outputs_file)
                     judged = judged_mask_for(manifest, inputs, backend.precision)
-                    row["parity_gate"] = check(outputs, reference, spec, backend.format, backend.precision,
-                                               judged).to_dict()
+                    key = tolerance_key(backend.format, backend.precision)
+                    row["parity_gate"] = check(outputs, reference, spec, *key, judged).to_dict()
                     if backend.precision in CALIBRATED:  # the headline figures: inputs disjoint from calibration
-                        row["parity_int8_judged"] = parity_stats(outputs[judged], reference[judged], spec.input_size,
-                                                                 spec.heatmap_size, spec.depth_bins).to_dict()
+                        row["parity_int8_judged"] = parity_stats(outputs[judged], reference[judged], spec).to_dict()
                     for group, mask in groups.items():
-                        row[f"parity_{group}"] = parity_stats(outputs[mask], reference[mask], spec.input_size,
-                                                              spec.heatmap_size, spec.depth_bins).to_dict()
+                        row[f"parity_{group}"] = parity_stats(outputs[mask], reference[mask], spec).to_dict()
     roofline = _gemm_roofline(options.threads)
     rows = []
     baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
@@ -180,9 +160,9 @@ def run_bench(options: BenchOptions) -> dict:
         throughput = {"ort_backend": ort["backend"], "ort_gflops": ort_gflops,
                       "gemm_gflops": roofline["gemm_gflops"], "ort_share_of_gemm": ort_gflops / roofline["gemm_gflops"]}
     bench = {
-        "variant": manifest["variant"],
-        "checkpoint": manifest["checkpoint"],
-        "spec": manifest["spec"],
+        "variant": manifest.variant,
+        "checkpoint": manifest.checkpoint,
+        "spec": spec.to_dict(),
         "machine": machine_info(options.threads),
         "versions": tool_versions(),
         "settings": {**options.settings.__dict__, "threads": options.threads, "repeats": options.repeats,
@@ -190,12 +170,10 @@ def run_bench(options: BenchOptions) -> dict:
         "inputs": {"images_dir": str(options.images_dir or DEFAULT_IMAGES_DIR), "sources": list(inputs.sources),
                    **{f"n_{group}": int(mask.sum()) for group, mask in groups.items()}, "seed": options.seed,
                    "judged_on": inputs.judged_group},
-        "joint_names": manifest["joints"]["names"],
+        "joint_names": manifest.joints["names"],
         "roofline": {**roofline, **throughput},
         "backends": rows,
     }
-    from benchmarks.report import write_reports
-
     write_json_atomic(bench, out_dir / BENCH_JSON)
     write_reports(bench, out_dir)
     return bench

@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.backends import Backend, open_backend
 from benchmarks.latency import LatencySettings, measure
+from exporters.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class WorkerJob:
 
 def run_job(job: WorkerJob) -> dict:
     out_dir = Path(job.out_dir)
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest = Manifest.read(out_dir)
     inputs = np.load(job.inputs_npy)
     t0 = time.perf_counter()
     opened = open_backend(job.backend, out_dir, job.threads, manifest)
@@ -57,7 +58,7 @@ def run_job(job: WorkerJob) -> dict:
         result.update(load_s=load_s, first_inference_ms=first_ms, latency=stats.to_dict())
     else:
         result.update(status="parity only", reason=opened.note)
-    outputs = np.concatenate([predict(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))])
+    outputs = opened.run_all(inputs)
     np.save(job.outputs_npy, outputs.astype(np.float32))
     if opened.timed:  # the reference evaluator's memory says nothing about the target either
         result["peak_rss_mb"] = peak_rss_mb()

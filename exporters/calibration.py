@@ -26,14 +26,19 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from exporters.images import DEFAULT_IMAGES_DIR, IMAGE_SUFFIXES, InputSet
+from common.errors import ExportError
+from common.images import list_images, read_rgb
+from exporters.inputs import DEFAULT_IMAGES_DIR, InputSet
 from exporters.tolerances import CALIBRATED
 from models.checkpoint import LoadedCheckpoint
-from models.errors import ExportError
+
+if TYPE_CHECKING:
+    from exporters.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -103,28 +108,17 @@ def _augment(image: Image.Image, size: int, rng: np.random.Generator, aug: Augme
 
 def _list_files(source: Path | str | Sequence[Path | str]) -> list[Path]:
     if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise ExportError(f"calibration folder {folder} does not exist")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        files = [Path(p) for p in source]
-    if not files:
-        raise ExportError(f"calibration source {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+        return list_images(Path(source), "calibration", ExportError)
+    if not source:
+        raise ExportError("calibration source holds no images (an empty list)")
+    return [Path(p) for p in source]
 
 
 def from_files(source: Path | str | Sequence[Path | str] = DEFAULT_IMAGES_DIR, size: int = 256, n: int = DEFAULT_SIZE,
                seed: int = 0, augmentation: Augmentation | None = DEFAULT_AUGMENTATION) -> CalibrationSet:
     """n augmented crops cycling over the (sorted) files; deterministic in every argument."""
     files = _list_files(source)
-    photos = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                photos.append(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ExportError(f"calibration image {path} cannot be read: {exc}") from None
+    photos = [read_rgb(path, "calibration image", ExportError) for path in files]
     rng = np.random.default_rng(np.random.SeedSequence([seed, n, size]))
     images = np.stack([_augment(photos[i % len(photos)], size, rng, augmentation) for i in range(n)])
     where = files[0].parent if isinstance(source, (str, Path)) else "list"
@@ -188,9 +182,9 @@ class CalibrationChoice:
                 "int8_judged_group": self.judged_group, "int8_judged_sources": list(self.judged_sources)}
 
 
-def int8_judged_mask(manifest: dict, inputs: InputSet) -> np.ndarray:
+def int8_judged_mask(manifest: "Manifest", inputs: InputSet) -> np.ndarray:
     """Rows of ``inputs`` an export's integer artifacts are judged on (its manifest says which)."""
-    record = manifest.get("calibration") or {}
+    record = manifest.calibration or {}
     if not record.get("int8_judged_sources"):
         raise ExportError("manifest has no int8 calibration record: re-export with tflite-int8")
     groups = inputs.group_masks()
@@ -204,7 +198,7 @@ def int8_judged_mask(manifest: dict, inputs: InputSet) -> np.ndarray:
     return mask
 
 
-def judged_mask_for(manifest: dict, inputs: InputSet, precision: str) -> np.ndarray:
+def judged_mask_for(manifest: "Manifest", inputs: InputSet, precision: str) -> np.ndarray:
     """Rows of ``inputs`` an exported artifact of ``precision`` is judged on: calibrated integer
     artifacts on the inputs disjoint from their calibration set, the others on ``judged_group``."""
     return int8_judged_mask(manifest, inputs) if precision in CALIBRATED else inputs.judged_mask()
@@ -223,7 +217,7 @@ def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Pa
     spec = loaded.spec
     groups = inputs.group_masks()
     if calib_dir is None and inputs.judged_group == "synthetic":
-        from models.synthetic_task import TRAIN, render_batch
+        from models.synthetic.task import TRAIN, render_batch
 
         calibration = from_callable(lambda k: render_batch(spec, seed, 0, k, TRAIN).images.numpy(), spec.input_size,
                                     n, seed, NO_AUGMENTATION, f"synthetic task TRAIN split (seed {seed})")
@@ -242,7 +236,8 @@ def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Pa
                           "would be judged on the images it was calibrated on; pass --calib DIR or --images DIR "
                           "with other photos")
     judged_files = sorted({s.split(":", 1)[0] for s, j in zip(inputs.sources, judged) if j})
-    return _choice(calibration, judged, inputs, f"verification photos not used for calibration: {', '.join(judged_files)}")
+    return _choice(calibration, judged, inputs,
+                   f"verification photos not used for calibration: {', '.join(judged_files)}")
 
 
 def _choice(calibration: CalibrationSet, judged: np.ndarray, inputs: InputSet, description: str,

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from models.network import ConvNeXtPose
+from models.preprocessing import normalise
 from models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from runtimes.session import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "joints"
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "InputContract", "fold_normalization"]
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,6 @@ class InputContract:
             "imagenet_mean": list(self.mean),
             "imagenet_std": list(self.std),
         }
-
-
-def normalise(rgb01: np.ndarray) -> np.ndarray:
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
-    return ((rgb01 - mean) / std).astype(np.float32)
 
 
 def fold_normalization(model: ConvNeXtPose) -> ConvNeXtPose:

@@ -1,26 +1,27 @@
-"""Artifact records and the manifest: the one place JSON is produced from the export's dataclasses."""
+"""The manifest: what an export folder holds and how it was verified. The one place JSON is
+produced from the export's dataclasses, and the one place an export folder is read back
+(:meth:`Manifest.read`), with a schema-version check and clear errors for anything else."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import os
 import platform
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConvNeXtPoseError, ManifestError
+from common.files import write_json_atomic
 from exporters.contract import OUTPUT_NAME, InputContract
-from models.checkpoint import LoadedCheckpoint
+from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.joints import joint_set_for
 from models.spec import BBOX_3D_DEPTH_MM, ModelSpec
+from runtimes.versions import version_of
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: artifacts name the runtime that verified them
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnx2tf", "tensorflow", "ai-edge-litert",
-         "coremltools", "numpy")
+         "ai-edge-quantizer", "coremltools", "numpy")
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,14 @@ class Artifact:
     """One exported file (or .mlpackage folder) and how it was verified."""
 
     file: str  # relative to the output folder
-    format: str  # onnx | onnx-simplified | tflite | coreml-mlmodel | coreml-mlpackage
+    format: str  # the artifact kind's format (exporters.formats), e.g. onnx-simplified, tflite
     precision: str
     layout: str  # NCHW or NHWC
     input_shape: tuple[int, ...]
     bytes: int
     sha256: str
-    parity: dict[str, Any]  # ParityReport.to_dict() or {"status": "not measured", "reason": ...}
+    runtime: str  # runtimes key that verified it and that the bench times it with
+    parity: dict[str, Any]  # ParityReport.to_dict() (+ "evaluated_by")
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,23 +48,15 @@ class Artifact:
             "input_shape": list(self.input_shape),
             "bytes": self.bytes,
             "sha256": self.sha256,
+            "runtime": self.runtime,
             "parity": self.parity,
             **({"details": self.details} if self.details else {}),
         }
 
-
-def path_digest(path: Path) -> tuple[int, str]:
-    """(bytes, sha256) of a file, or of a folder's files in sorted order (for .mlpackage)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest, size = hashlib.sha256(), 0
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
-    return size, digest.hexdigest()
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
+        return cls(d["file"], d["format"], d["precision"], d["layout"], tuple(d["input_shape"]), d["bytes"],
+                   d["sha256"], d["runtime"], d["parity"], d.get("details", {}))
 
 
 def output_description(spec: ModelSpec) -> dict[str, Any]:
@@ -97,64 +91,161 @@ def embedded_metadata(loaded: LoadedCheckpoint, contract: InputContract) -> dict
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in TOOLS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            **{name: version_of(name) for name in TOOLS}}
 
 
-def build_manifest(
-    loaded: LoadedCheckpoint,
-    contract: InputContract,
-    artifacts: list[Artifact],
-    stage_seconds: dict[str, float],
-    verification_inputs: tuple[str, ...],
-    layouts: dict[str, str],
-) -> dict[str, Any]:
-    spec = loaded.spec
+def checkpoint_record(loaded: LoadedCheckpoint) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
-        "variant": loaded.matched_variant or "custom",
-        "spec": spec.to_dict(),
-        "checkpoint": {
-            "path": str(loaded.path),
-            "sha256": loaded.sha256,
-            "synthetic": loaded.synthetic is not None,
-            "synthetic_info": loaded.synthetic,
-            "epoch": loaded.epoch,
-            "head_key_style": loaded.head_key_style,
-            "upsample_source": loaded.upsample_source,
-        },
-        "input": {**contract.to_dict(), "layout_per_format": layouts},
-        "output": output_description(spec),
-        "joints": joint_set_for(spec.joints).to_dict(),
-        "verification_inputs": list(verification_inputs),
-        "artifacts": [a.to_dict() for a in artifacts],
-        "versions": tool_versions(),
-        "stage_seconds": {k: round(v, 2) for k, v in stage_seconds.items()},
+        "path": str(loaded.path),
+        "sha256": loaded.sha256,
+        "synthetic": loaded.synthetic is not None,
+        "synthetic_info": loaded.synthetic,
+        "epoch": loaded.epoch,
+        "head_key_style": loaded.head_key_style,
+        "upsample_source": loaded.upsample_source,
     }
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+@dataclass(frozen=True)
+class Manifest:
+    """``OUT/manifest.json`` as a typed record."""
+
+    variant: str
+    spec: ModelSpec
+    checkpoint: dict[str, Any]  # checkpoint_record()
+    input: dict[str, Any]  # InputContract.to_dict() + layout_per_format
+    output: dict[str, Any]
+    joints: dict[str, Any]  # JointSet.to_dict()
+    verification_inputs: tuple[str, ...]
+    judged_on: str  # the input group precision is judged on
+    artifacts: tuple[Artifact, ...]
+    versions: dict[str, str]
+    stage_seconds: dict[str, float]
+    calibration: dict[str, Any] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def build(cls, loaded: LoadedCheckpoint, contract: InputContract, artifacts: list[Artifact],
+              stage_seconds: dict[str, float], verification_inputs: tuple[str, ...], judged_on: str,
+              calibration: dict[str, Any] | None = None, skipped: dict[str, str] | None = None) -> "Manifest":
+        spec = loaded.spec
+        layouts = {a.format: a.layout for a in artifacts}
+        return cls(
+            variant=loaded.matched_variant or "custom",
+            spec=spec,
+            checkpoint=checkpoint_record(loaded),
+            input={**contract.to_dict(), "layout_per_format": layouts},
+            output=output_description(spec),
+            joints=joint_set_for(spec.joints).to_dict(),
+            verification_inputs=tuple(verification_inputs),
+            judged_on=judged_on,
+            artifacts=tuple(artifacts),
+            versions=tool_versions(),
+            stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
+            calibration=calibration,
+            skipped=dict(skipped or {}),
+        )
+
+    @property
+    def normalization_folded(self) -> bool:
+        return bool(self.input["normalization_folded"])
+
+    @property
+    def files(self) -> set[str]:
+        return {a.file for a in self.artifacts}
+
+    def with_artifacts(self, artifacts: list[Artifact]) -> "Manifest":
+        return replace(self, artifacts=tuple(artifacts))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "variant": self.variant,
+            "spec": self.spec.to_dict(),
+            "checkpoint": self.checkpoint,
+            "input": self.input,
+            "output": self.output,
+            "joints": self.joints,
+            "verification_inputs": list(self.verification_inputs),
+            "judged_on": self.judged_on,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "versions": self.versions,
+            "stage_seconds": self.stage_seconds,
+        }
+        if self.calibration:
+            d["calibration"] = self.calibration
+        if self.skipped:
+            d["skipped"] = self.skipped
+        return d
+
+    def write(self, out_dir: Path) -> None:
+        write_json_atomic(self.to_dict(), Path(out_dir) / MANIFEST_NAME)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ManifestError(f"{where}: schema version {version!r}, this tool reads version {SCHEMA_VERSION}; "
+                                "re-export with this version of convnextpose")
+        try:
+            return cls(
+                variant=d["variant"],
+                spec=ModelSpec.from_dict(d["spec"]),
+                checkpoint=d["checkpoint"],
+                input=d["input"],
+                output=d["output"],
+                joints=d["joints"],
+                verification_inputs=tuple(d["verification_inputs"]),
+                judged_on=d["judged_on"],
+                artifacts=tuple(Artifact.from_dict(a) for a in d["artifacts"]),
+                versions=d["versions"],
+                stage_seconds=d["stage_seconds"],
+                calibration=d.get("calibration"),
+                skipped=d.get("skipped", {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"{where}: not a valid manifest ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def read(cls, out_dir: Path) -> "Manifest":
+        """The manifest of the export in ``out_dir``; ManifestError names what is wrong."""
+        path = Path(out_dir) / MANIFEST_NAME
+        if not Path(out_dir).is_dir():
+            raise ManifestError(f"{out_dir} is not a folder: run `convnextpose export --out {out_dir}` first")
+        if not path.is_file():
+            raise ManifestError(f"{path} not found: {out_dir} is not an export folder; run `convnextpose export` first")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path}: unreadable ({exc})") from None
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path}: not a manifest (top level is a {type(data).__name__})")
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def read_if_present(cls, out_dir: Path) -> "Manifest | None":
+        """The previous export's manifest, or None when there is none or it cannot be read."""
+        try:
+            return cls.read(out_dir)
+        except ManifestError:
+            return None
+
+    def load_checkpoint(self) -> LoadedCheckpoint:
+        """The checkpoint this export was made from, checked against the manifest's spec and sha256."""
+        loaded = load_checkpoint(self.checkpoint["path"], self.spec, self.spec.joints)
+        if loaded.sha256 != self.checkpoint["sha256"]:
+            raise ConvNeXtPoseError(f"checkpoint {loaded.path} changed since the export (sha256 differs from the "
+                                    "manifest)")
+        return loaded
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / MANIFEST_NAME
-    if not path.is_file():
-        return None
+def listed_files(out_dir: Path) -> set[str]:
+    """Files an existing manifest in ``out_dir`` lists, of any schema version (for cleaning up after a
+    re-export); empty when there is no readable manifest."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+        data = json.loads((Path(out_dir) / MANIFEST_NAME).read_text())
+        return {Path(a["file"]).name for a in data.get("artifacts", []) if isinstance(a, dict) and a.get("file")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
+from common.errors import ExportError
 from exporters.to_onnx import set_metadata
-from models.errors import ExportError
 
 SIMPLIFIERS = ("onnxsim", "onnxslim")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ExportError
 from exporters.contract import INPUT_NAME, OUTPUT_NAME
-from models.errors import ExportError
+from runtimes.litert import SIGNATURE_KEY, op_names
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_KEY = "serving_default"
 # onnx2tf looks for exactly this file in the working directory before downloading it.
 ONNX2TF_CALIBRATION_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 _CALIBRATION_SHAPE = (20, 128, 128, 3)
@@ -143,13 +143,6 @@ def read_metadata(path: Path) -> dict[str, str]:
         if entry.name.decode() == METADATA_NAME:
             return json.loads(bytes(model.buffers[entry.buffer].data).decode())
     raise KeyError(f"{path}: no {METADATA_NAME} metadata")
-
-
-def op_names(path: Path) -> list[str]:
-    """Operator names in execution order, from the interpreter that will run the file."""
-    from exporters.runtimes import tflite_interpreter
-
-    return [op["op_name"] for op in tflite_interpreter(path)._get_ops_details()]
 
 
 def check_builtin_only(path: Path) -> dict[str, int]:

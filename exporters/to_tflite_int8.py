@@ -26,11 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from exporters.calibration import CalibrationSet
 from exporters.contract import INPUT_NAME
-from exporters.to_tflite import SIGNATURE_KEY
+from runtimes.litert import SIGNATURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +75,8 @@ W8A8_MIXED = StaticRecipe()
 #: are slower than its fp32 ones here (XS, 64x64x40, one block's split 7x7: 1.15 vs 0.90 ms, while
 #: the block's two 1x1 convs go 0.92 -> 0.29 ms), so the float depthwise pays for its Q/DQ pairs.
 W8A8_POINTWISE = StaticRecipe(name="int8-w8a8-pw", float_ops=TAIL_FLOAT_OPS + ("DEPTHWISE_CONV_2D", "ADD"))
+#: The integer artifacts, in build order.
+PRECISIONS = ("int8-dynamic", W8A8_MIXED.name, W8A8_POINTWISE.name)
 
 
 def _read(model: ModelSource) -> bytes:
@@ -133,32 +133,6 @@ def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: Stat
     q = quantizer.Quantizer(bytearray(_read(fp32)), static_recipe_rules(recipe))
     qsvs = qsvs if qsvs is not None else calibrate(fp32, calibration, recipe, num_threads)
     return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
-
-
-def delegated_nodes(model: ModelSource, threads: int = 2) -> tuple[int, int, int]:
-    """(XNNPACK partitions, delegated nodes, all nodes). After the first invoke the interpreter
-    lists DELEGATE nodes after the original ones; a node is delegated when it lies between a
-    delegate node's inputs and outputs. One partition holding every node is the fast case."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=_read(model), num_threads=threads)
-    runner = it.get_signature_runner(SIGNATURE_KEY)
-    shape = runner.get_input_details()[INPUT_NAME]["shape"]
-    runner(**{INPUT_NAME: np.zeros(shape, np.float32)})
-    ops = it._get_ops_details()
-    original = [o for o in ops if o["op_name"] != "DELEGATE"]
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    producer = {int(t): o for o in original for t in o["outputs"]}
-    inside: set[int] = set()
-    for d in delegates:
-        boundary, stack = {int(i) for i in d["inputs"]}, [int(t) for t in d["outputs"]]
-        while stack:
-            t = stack.pop()
-            if t in boundary or t not in producer or producer[t]["index"] in inside:
-                continue
-            inside.add(producer[t]["index"])
-            stack += [int(i) for i in producer[t]["inputs"] if i >= 0]
-    return len(delegates), len(inside), len(original)
 
 
 def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:

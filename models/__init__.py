@@ -1,14 +1,9 @@
-"""ConvNeXtPose as released: variant registry, network, shape-checked checkpoint loading."""
+"""ConvNeXtPose as released: variant registry, network, shape-checked checkpoint loading.
 
-from models.errors import CheckpointError, CheckpointMismatchError, ConvNeXtPoseError, ExportError
+Subpackages: ``models.synthetic`` (the download-free synthetic pose task and untrained
+checkpoints in the released layout) and ``models.training`` (CPU training of reference weights).
+"""
+
 from models.spec import REGISTRY, ModelSpec, spec_for
 
-__all__ = [
-    "REGISTRY",
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "ConvNeXtPoseError",
-    "ExportError",
-    "ModelSpec",
-    "spec_for",
-]
+__all__ = ["REGISTRY", "ModelSpec", "spec_for"]

@@ -7,7 +7,6 @@ that disagrees is an error listing every mismatching tensor -- never ``strict=Fa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pickle
 import re
 import zipfile
@@ -17,9 +16,10 @@ from typing import Any, Mapping
 
 import torch
 
-from models.errors import CheckpointError, CheckpointMismatchError
+from common.errors import CheckpointError, CheckpointMismatchError
+from common.files import file_digest
 from models.network import ConvNeXtPose, expected_shapes
-from models.spec import DEFAULT_JOINTS, REGISTRY, NUM_HEAD_LAYERS, ModelSpec, spec_for, upsample_count_by_rule
+from models.spec import DEFAULT_JOINTS, NUM_HEAD_LAYERS, REGISTRY, ModelSpec, spec_for, upsample_count_by_rule
 
 #: Top-level keys that hold the weights, in the order they are looked for.
 STATE_DICT_KEYS = ("network", "state_dict", "model")
@@ -51,7 +51,7 @@ class LoadedCheckpoint:
 
     @property
     def trained_synthetic(self) -> bool:
-        """Weights trained on the synthetic task (models.trained_checkpoint): judged on its images."""
+        """Weights trained on the synthetic task (models.training.reference): judged on its images."""
         return bool(self.synthetic) and self.synthetic.get("kind") == TRAINED_KIND
 
     def build_model(self) -> ConvNeXtPose:
@@ -71,14 +71,6 @@ class LoadedCheckpoint:
             "synthetic": self.synthetic,
             "warnings": list(self.warnings),
         }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -378,7 +370,8 @@ def load_checkpoint(
         if not report.ok:
             raise CheckpointMismatchError(
                 "\n".join(
-                    [f"{path}: tensors do not form a consistent ConvNeXtPose ({_describe_spec(inferred)}).", *report.lines()]
+                    [f"{path}: tensors do not form a consistent ConvNeXtPose ({_describe_spec(inferred)}).",
+                     *report.lines()]
                 )
             )
         spec = dataclasses.replace(inferred, name=match) if match else inferred
@@ -390,7 +383,7 @@ def load_checkpoint(
         )
     loaded = LoadedCheckpoint(
         path=path,
-        sha256=sha256_of(path),
+        sha256=file_digest(path),
         spec=spec,
         state_dict=state,
         matched_variant=match,

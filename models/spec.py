@@ -47,7 +47,7 @@ class ModelSpec:
             raise ValueError(f"spec {self.name!r}: num_upsample must be 0..{NUM_HEAD_LAYERS}, got {self.num_upsample}")
         if self.input_size % BACKBONE_STRIDE:
             raise ValueError(f"spec {self.name!r}: input_size must be a multiple of {BACKBONE_STRIDE}")
-        if min(self.depths) < 1 or min(self.dims) < 1 or self.head_channels < 1 or self.joints < 1 or self.depth_bins < 1:
+        if min(*self.depths, *self.dims, self.head_channels, self.joints, self.depth_bins) < 1:
             raise ValueError(f"spec {self.name!r}: sizes must be positive")
 
     # ---- derived -------------------------------------------------------------------------
@@ -98,6 +98,19 @@ class ModelSpec:
             macs=self.macs,
         )
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        """Inverse of :meth:`to_dict`. The derived figures in ``d`` are checked, not trusted."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - set(d) - {"joints", "input_size", "in_chans"}
+        if missing:
+            raise ValueError(f"spec is missing {sorted(missing)}")
+        spec = cls(**{k: tuple(v) if k in ("depths", "dims") else v for k, v in d.items() if k in names})
+        stale = {k for k, v in spec.to_dict().items() if k in d and d[k] != v}
+        if stale:
+            raise ValueError(f"spec {spec.name!r}: recorded {sorted(stale)} disagree with its architecture")
+        return spec
 
 
 def _conv(cin: int, cout: int, k: int, groups: int, hw: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.spec import ModelSpec, spec_for
-from models.synthetic import write_synthetic_checkpoint
+from models.synthetic.untrained import write_synthetic_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVNEXTPOSE_SHARED", REPO.parent / "shared"))

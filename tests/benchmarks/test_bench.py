@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from benchmarks.latency import LatencySettings, LatencyStats, measure
-from benchmarks.parity import parity_stats
-from benchmarks.report import compare
-from benchmarks.run import BENCH_JSON, BENCH_MD, BenchOptions, run_bench
+from benchmarks.report import BENCH_JSON, BENCH_MD, compare
+from benchmarks.run import BenchOptions, run_bench
 from cli import main
+from exporters.parity import parity_stats
+from models.spec import REGISTRY
 
-pytestmark = pytest.mark.e2e
 QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_seconds=0.2)
 
 
@@ -26,6 +26,7 @@ def bench(xs_export, tmp_path_factory):
     return out, run_bench(BenchOptions(out_dir=out, settings=QUICK, repeats=2))
 
 
+@pytest.mark.e2e
 def test_every_backend_has_a_row_with_an_honest_status(bench):
     out, result = bench
     rows = {r["backend"]: r for r in result["backends"]}
@@ -53,6 +54,7 @@ def test_every_backend_has_a_row_with_an_honest_status(bench):
     assert roof["gemm_gflops"] > 0 and 0 < roof["ort_share_of_gemm"]
 
 
+@pytest.mark.e2e
 def test_reports_are_written(bench):
     out, result = bench
     assert json.loads((out / BENCH_JSON).read_text())["variant"] == "XS"
@@ -63,6 +65,7 @@ def test_reports_are_written(bench):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.e2e
 def test_a_drifted_backend_is_marked_failed(bench, make_ckpt, tmp_path):
     """Replace the fp16 TFLite by one exported from another seed's weights: its row must fail."""
     from exporters.pipeline import ExportOptions, run_export
@@ -79,6 +82,7 @@ def test_a_drifted_backend_is_marked_failed(bench, make_ckpt, tmp_path):
     assert "❌" in (broken / BENCH_MD).read_text()
 
 
+@pytest.mark.e2e
 def test_compare_prints_the_change(bench, tmp_path, capsys):
     out, result = bench
     slower = json.loads((out / BENCH_JSON).read_text())
@@ -91,12 +95,14 @@ def test_compare_prints_the_change(bench, tmp_path, capsys):
     assert main(["bench", "--compare", str(out / BENCH_JSON), str(tmp_path / "new.json")]) == 0
 
 
+@pytest.mark.e2e
 def test_demo_draws_one_panel_per_runnable_backend(bench, tmp_path, shared_dir):
     from PIL import Image
 
     out, _ = bench
     png = tmp_path / "demo.png"
-    assert main(["demo", str(shared_dir / "data" / "people" / "00001.jpg"), "--out", str(out), "--output", str(png)]) == 0
+    photo = shared_dir / "data" / "people" / "00001.jpg"
+    assert main(["demo", str(photo), "--out", str(out), "--output", str(png)]) == 0
     with Image.open(png) as img:
         assert img.size == (384 * 7, 384)  # pytorch, 2x onnxruntime, 2x tflite, 2x Core ML
 
@@ -119,7 +125,7 @@ def test_parity_stats_units():
     cand = ref.copy()
     cand[0, 5, :2] = (0.3, 0.4)  # 0.5 px away
     cand[1, 2, 2] = 1.0  # one depth bin
-    stats = parity_stats(cand, ref, input_size=256, heatmap_size=32, depth_bins=32)
+    stats = parity_stats(cand, ref, REGISTRY["XS"])  # 256 px input, 32^3 heatmaps
     assert stats.max_px == pytest.approx(0.5) and stats.max_input_px == pytest.approx(4.0)
     assert stats.max_depth_mm == pytest.approx(2000 / 32)
     assert stats.pck_05 == 1.0 and stats.pck_10 == 1.0

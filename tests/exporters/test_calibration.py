@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import ExportError
 from exporters.calibration import (
     Augmentation,
     CalibrationSet,
@@ -14,7 +15,6 @@ from exporters.calibration import (
     from_callable,
     from_files,
 )
-from models.errors import ExportError
 
 
 @pytest.fixture()
@@ -83,7 +83,7 @@ def test_refusals(tmp_path):
 
 def test_released_checkpoints_calibrate_on_other_photos_than_the_judged_ones(make_ckpt, tmp_path):
     from exporters.calibration import choose_calibration
-    from exporters.images import DEFAULT_IMAGES_DIR, inputs_for
+    from exporters.inputs import DEFAULT_IMAGES_DIR, inputs_for
     from models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(make_ckpt("XS"), "XS")  # not trained on the synthetic task: judged on photos

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from exporters.contract import InputContract, fold_normalization, normalise
-from exporters.images import load_images, parity_inputs, square_crops
+from exporters.contract import InputContract, fold_normalization
+from exporters.inputs import load_images, parity_inputs, square_crops
 from models.network import build_model
-
+from models.preprocessing import normalise
 
 
 def test_folded_model_on_rgb_equals_original_on_normalised_input(tiny_spec):
@@ -51,10 +51,10 @@ def test_tall_images_are_cropped_top_and_bottom():
 
 
 def test_weights_trained_on_the_synthetic_task_are_judged_on_its_images(tiny_spec, make_ckpt, tmp_path):
-    from exporters.images import NUM_SYNTHETIC_INPUTS, inputs_for
+    from exporters.inputs import NUM_SYNTHETIC_INPUTS, inputs_for
     from models.checkpoint import load_checkpoint
-    from models.train_schedule import Schedule
-    from models.trained_checkpoint import write_trained_checkpoint
+    from models.training.reference import write_trained_checkpoint
+    from models.training.schedule import Schedule
 
     tiny_spec = dataclasses.replace(tiny_spec, joints=18)  # the synthetic task's 18-joint set
     trained = write_trained_checkpoint(tiny_spec, tmp_path / "t.pth.tar", schedule=Schedule(steps=1, batch_size=2),

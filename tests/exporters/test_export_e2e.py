@@ -13,28 +13,28 @@ import onnx
 import pytest
 import torch
 
-from benchmarks.parity import check_artifacts
 from cli import main
-from exporters import pipeline
-from exporters.contract import normalise
-from exporters.manifest import MANIFEST_NAME, path_digest
+from common.errors import ExportError
+from common.files import path_digest
+from exporters import pipeline, to_tflite
+from exporters.manifest import MANIFEST_NAME
 from exporters.pipeline import ExportOptions, run_export
-from exporters.runtimes import tflite_interpreter
 from exporters.to_tflite import METADATA_NAME, read_metadata
 from exporters.tolerances import tolerance_for
+from exporters.verify import check_artifacts
 from models.checkpoint import load_checkpoint
-from models.errors import ExportError
 from models.joints import HUMAN36M
+from models.preprocessing import normalise
 from models.spec import REGISTRY, ModelSpec
-from models.synthetic import synthetic_model, to_legacy_head_keys
-
-pytestmark = pytest.mark.e2e
+from models.synthetic.untrained import synthetic_model, to_legacy_head_keys
+from runtimes.litert import interpreter as tflite_interpreter
 
 
 def _files(out: Path) -> set[str]:
     return {p.name for p in out.iterdir()}
 
 
+@pytest.mark.e2e
 def test_every_artifact_is_inside_its_tolerance_when_rerun_here(xs_export):
     out, _, _ = xs_export
     manifest = json.loads((out / MANIFEST_NAME).read_text())
@@ -53,6 +53,7 @@ def test_every_artifact_is_inside_its_tolerance_when_rerun_here(xs_export):
     assert "untrained" in manifest["skipped"]["tflite-int8"]
 
 
+@pytest.mark.e2e
 def test_the_parity_suite_catches_a_drifted_artifact(xs_export, tmp_path):
     """Perturb one weight tensor inside the ONNX and the TFLite files: the suite must flag exactly those."""
     out = tmp_path / "XS"
@@ -81,6 +82,7 @@ def _scale_largest_tflite_buffer(path: Path, factor: float) -> None:
     flatbuffer_utils.write_model(model, str(path))
 
 
+@pytest.mark.e2e
 def test_manifest_describes_exactly_what_is_on_disk(xs_export):
     out, ckpt, _ = xs_export
     manifest = json.loads((out / MANIFEST_NAME).read_text())
@@ -99,6 +101,7 @@ def test_manifest_describes_exactly_what_is_on_disk(xs_export):
         assert (art["bytes"], art["sha256"]) == path_digest(out / art["file"])
 
 
+@pytest.mark.e2e
 def test_tflite_contract_signature_builtin_ops_and_metadata(xs_export):
     out, ckpt, _ = xs_export
     for precision in ("fp32", "fp16"):
@@ -121,6 +124,7 @@ def test_tflite_contract_signature_builtin_ops_and_metadata(xs_export):
     assert METADATA_NAME
 
 
+@pytest.mark.e2e
 def test_onnx_contract_and_metadata(xs_export):
     out, _, _ = xs_export
     proto = onnx.load(str(out / "convnextpose-XS.sim.onnx"))
@@ -131,6 +135,7 @@ def test_onnx_contract_and_metadata(xs_export):
     assert meta["variant"] == "XS" and json.loads(meta["input"])["value_range"] == [0.0, 1.0]
 
 
+@pytest.mark.e2e
 def test_coreml_artifacts_are_labelled_and_honest_about_parity(xs_export):
     import coremltools as ct
 
@@ -150,6 +155,7 @@ def test_coreml_artifacts_are_labelled_and_honest_about_parity(xs_export):
     assert coreml["coreml-mlpackage"]["precision"] == "fp16"
 
 
+@pytest.mark.e2e
 def test_failing_converter_leaves_out_untouched(xs_export, tmp_path, monkeypatch):
     out = tmp_path / "XS"
     shutil.copytree(xs_export[0], out)
@@ -158,12 +164,13 @@ def test_failing_converter_leaves_out_untouched(xs_export, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("injected converter crash")
 
-    monkeypatch.setattr(pipeline.to_tflite, "saved_model_to_tflite", broken)
+    monkeypatch.setattr(to_tflite, "saved_model_to_tflite", broken)
     with pytest.raises(ExportError, match="stage 'tflite' failed: RuntimeError: injected converter crash"):
         run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=xs_export[1]))
     assert {p.name: path_digest(p) for p in out.iterdir()} == before  # no partial files, no staging left
 
 
+@pytest.mark.e2e
 def test_parity_failure_fails_the_stage(make_ckpt, tmp_path, monkeypatch):
     real_fold = pipeline.fold_normalization
 
@@ -179,6 +186,7 @@ def test_parity_failure_fails_the_stage(make_ckpt, tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_second_export_over_existing_out_stays_consistent(xs_export, tmp_path):
     out = tmp_path / "XS"
     shutil.copytree(xs_export[0], out)
@@ -194,6 +202,7 @@ def test_cli_export_refuses_a_mismatched_checkpoint(make_ckpt, tmp_path, capsys)
     assert "does not match variant S" in err and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_custom_64_cubed_legacy_head_export_with_dynamic_batch(tmp_path):
     """M/L-style 64x64x64 heatmaps and legacy head keys, on a small custom network."""
     spec = ModelSpec("custom", depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), head_channels=32, num_upsample=3,

@@ -10,18 +10,19 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.parity import check_artifacts
 from exporters import to_tflite_int8
 from exporters.calibration import int8_judged_mask
-from exporters.images import inputs_for
-from exporters.manifest import MANIFEST_NAME
+from exporters.inputs import inputs_for
+from exporters.manifest import MANIFEST_NAME, Manifest
+from exporters.parity import check, reference_joints
 from exporters.pipeline import ExportOptions, run_export
-from exporters.runtimes import run_tflite, tflite_interpreter
 from exporters.to_tflite import read_metadata
-from exporters.verify import check, reference_joints
+from exporters.verify import check_artifacts
 from models.checkpoint import load_checkpoint
 from models.spec import spec_for
-from models.trained_checkpoint import reference_checkpoint
+from models.training.reference import reference_checkpoint
+from runtimes import run_artifact
+from runtimes.litert import interpreter as tflite_interpreter
 
 pytestmark = pytest.mark.e2e
 INT8 = ("int8-dynamic", "int8-w8a8-mixed", "int8-w8a8-pw")
@@ -88,7 +89,7 @@ def test_calibration_is_recorded_and_disjoint_from_the_judged_inputs(xs_int8_exp
 def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int8_export, tmp_path):
     out, ckpt = xs_int8_export
     loaded = load_checkpoint(ckpt, "XS")
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest = Manifest.read(out)
     inputs = inputs_for(loaded)
     reference = reference_joints(loaded, inputs.images)
     from exporters.calibration import choose_calibration
@@ -97,9 +98,10 @@ def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int
     broken = to_tflite_int8.StaticRecipe(name="int8-tail-too", float_ops=())
     path = tmp_path / "broken.tflite"
     path.write_bytes(to_tflite_int8.quantize_static(out / "convnextpose-XS_fp32.tflite", calibration, broken))
-    report = check(run_tflite(path, inputs.images), reference, loaded.spec, "tflite", "int8-w8a8-mixed",
-                   int8_judged_mask(manifest, inputs))
+    report = check(run_artifact("litert", path, inputs.images, layout="NHWC"), reference, loaded.spec, "tflite",
+                   "int8-w8a8-mixed", int8_judged_mask(manifest, inputs))
     assert not report.passed and report.p99_xy_judged_px > 1.0, report
-    good = check(run_tflite(out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images), reference, loaded.spec,
+    good = check(run_artifact("litert", out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images,
+                              layout="NHWC"), reference, loaded.spec,
                  "tflite", "int8-w8a8-mixed", int8_judged_mask(manifest, inputs))
     assert good.passed and np.isfinite(good.max_abs_px)

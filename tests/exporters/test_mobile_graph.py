@@ -8,7 +8,7 @@ from benchmarks.profile import cut_points
 from exporters.mobile_graph import SplitDepthwise7x7, fold_batchnorm, for_xnnpack
 from models.network import Block
 from models.spec import ModelSpec
-from models.synthetic import synthetic_model
+from models.synthetic.untrained import synthetic_model
 
 
 def test_split_depthwise_equals_the_7x7_conv():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cli import main
+from common.errors import CheckpointError, CheckpointMismatchError
 from models.checkpoint import load_checkpoint
-from models.errors import CheckpointError, CheckpointMismatchError
 from models.network import build_model
 from models.spec import REGISTRY, ModelSpec
 
@@ -65,7 +65,7 @@ def test_synthetic_checkpoints_are_deterministic_and_realistic(make_ckpt, tmp_pa
 
 
 def write_again(tmp_path: Path) -> Path:
-    from models.synthetic import write_synthetic_checkpoint
+    from models.synthetic.untrained import write_synthetic_checkpoint
 
     return write_synthetic_checkpoint(REGISTRY["XS"], tmp_path / "again.pth.tar", seed=0)
 

@@ -5,7 +5,6 @@ import torch
 from models.network import build_model
 
 
-
 def test_soft_argmax_equals_the_official_formulation(tiny_spec):
     """Official code: softmax over D*H*W, then marginal sums times arange per axis."""
     torch.manual_seed(0)

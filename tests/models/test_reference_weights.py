@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-import models.trained_checkpoint as trained_checkpoint
+import models.training.reference as trained_checkpoint
 from cli import main
 from models.checkpoint import load_checkpoint
 from models.spec import ModelSpec
-from models.trained_checkpoint import reference_checkpoint, schedule_digest
-from models.train_schedule import SHORT_SCHEDULE
+from models.training.reference import reference_checkpoint, schedule_digest
+from models.training.schedule import SHORT_SCHEDULE
 
 TINY = ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
                  depth_bins=8, joints=18, input_size=64)

@@ -9,8 +9,8 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.network import build_model
 from models.spec import ModelSpec, spec_for
-from models.synthetic_task import EVAL, render_batch, render_sample, targets
-from models.train import Schedule, evaluate_synthetic, train_reference, write_trained_checkpoint
+from models.synthetic.task import EVAL, render_batch, render_sample, targets
+from models.training.train import Schedule, evaluate_synthetic, train_reference, write_trained_checkpoint
 
 TINY = ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
                  depth_bins=8, joints=18, input_size=64)
@@ -99,7 +99,7 @@ def _plain(spec: ModelSpec) -> torch.nn.Module:
 
 
 def test_thread_tuner_keeps_the_faster_thread_count():
-    from models.thread_tuner import ThreadTuner
+    from models.training.thread_tuner import ThreadTuner
 
     before = torch.get_num_threads()
     try:

@@ -8,9 +8,9 @@ from torch import nn
 
 from models.network import SoftArgmax3D
 from models.spec import ModelSpec
-from models.synthetic import synthetic_model
-from models.train_kernels import fast_depthwise
-from models.train_losses import _gaussian, pose_losses
+from models.synthetic.untrained import synthetic_model
+from models.training.kernels import fast_depthwise
+from models.training.losses import _gaussian, pose_losses
 
 TINY = ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), head_channels=8, num_upsample=2, depth_bins=8,
                  input_size=64)

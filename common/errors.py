@@ -15,3 +15,11 @@ class CheckpointMismatchError(CheckpointError):
 
 class ExportError(ConvNeXtPoseError):
     """An export stage failed (conversion or verification); names the stage."""
+
+
+class ManifestError(ConvNeXtPoseError):
+    """A folder is not a usable export: no manifest, an unreadable one, or another schema version."""
+
+
+class RuntimeUnavailableError(ConvNeXtPoseError):
+    """The runtime an artifact needs is not installed or cannot run here; names it."""

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.coreml_reference import kernels
-from exporters.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
-from models.errors import ExportError
+from common.errors import ExportError
+from runtimes.coreml_reference import kernels
+from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
 
 # Enum values of NeuralNetwork.proto, written out so importing this module does not import coremltools.
 _BILINEAR = 1  # UpsampleLayerParams.InterpolationMode

@@ -1,6 +1,6 @@
 """Train on the synthetic task and write the result in the released checkpoint layout.
 
-Same layout as models.synthetic.write_synthetic_checkpoint -- {'epoch', 'network' ('module.'
+Same layout as models.synthetic.untrained.write_synthetic_checkpoint -- {'epoch', 'network' ('module.'
 keys), 'optimizer' (AdamW state), 'synthetic' marker} -- with marker kind 'trained-synthetic'
 and the training and evaluation summary, so every later figure can say which weights it used.
 """
@@ -12,12 +12,13 @@ import hashlib
 import logging
 from pathlib import Path
 
+from common.paths import CHECKPOINT_CACHE_DIR
 from models.checkpoint import TRAINED_KIND
 from models.spec import ModelSpec
-from models.synthetic import optimizer_state, save_atomic
-from models.train_eval import evaluate_synthetic, save_sample_png
-from models.train_loop import train_model
-from models.train_schedule import Schedule, resolve
+from models.synthetic.untrained import optimizer_state, save_atomic
+from models.training.evaluate import evaluate_synthetic, save_sample_png
+from models.training.loop import train_model
+from models.training.schedule import Schedule, resolve
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def write_trained_checkpoint(
             "variant": spec.name,
             "seed": seed,
             "joints": spec.joints,
-            "task": "models.synthetic_task: mannequin figures on photo/procedural backgrounds",
+            "task": "models.synthetic.task: mannequin figures on photo/procedural backgrounds",
             "schedule": _plain(dataclasses.asdict(schedule)),
             "steps": report.steps,
             "low_res_steps": report.low_res_steps,
@@ -77,7 +78,8 @@ def write_trained_checkpoint(
     }
     out = Path(out_path)
     save_atomic(payload, out)
-    log.info("wrote %s %s checkpoint to %s (%d steps, %.0f s)", TRAINED_KIND, spec.name, out, report.steps, report.wall_s)
+    log.info("wrote %s %s checkpoint to %s (%d steps, %.0f s)", TRAINED_KIND, spec.name, out, report.steps,
+             report.wall_s)
     return out
 
 
@@ -88,7 +90,7 @@ def _plain(d: dict) -> dict:
 
 # ---- the cached reference weights ------------------------------------------------------------
 #: Where reference weights are built once and reused (ignored by git, see artifacts/README.md).
-CACHE_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "checkpoints"
+CACHE_DIR = CHECKPOINT_CACHE_DIR
 
 
 def schedule_digest(spec: ModelSpec, schedule: Schedule, seed: int) -> str:
@@ -102,7 +104,8 @@ def reference_checkpoint(
 ) -> Path:
     """The trained-synthetic reference checkpoint of ``spec``: trained on the first call, then read from the cache."""
     schedule = resolve(spec, None, None, None, short)
-    name = f"trained-synthetic-{spec.name}-j{spec.joints}-seed{seed}{'-short' if short else ''}-{schedule_digest(spec, schedule, seed)}.pth.tar"
+    name = (f"trained-synthetic-{spec.name}-j{spec.joints}-seed{seed}{'-short' if short else ''}-"
+            f"{schedule_digest(spec, schedule, seed)}.pth.tar")
     path = Path(cache_dir or CACHE_DIR) / name
     if path.is_file():
         log.info("reference weights from the cache: %s", path)

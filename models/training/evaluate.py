@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from models.network import ConvNeXtPose
-from models.synthetic import normalise
-from models.synthetic_task import DEFAULT_TASK, EVAL, TaskConfig, draw_skeletons, render_batch, render_sample
+from models.preprocessing import normalise
+from models.synthetic.task import DEFAULT_TASK, EVAL, TaskConfig, draw_skeletons, render_batch, render_sample
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.coreml_reference.graph import Graph, UnsupportedOpError
-from exporters.coreml_reference.mil import CONSTEXPR_OPS, MIL_OPS, program_precision, read_ml_program
-from exporters.coreml_reference.neuralnetwork import NN_LAYERS, read_neural_network
+from runtimes.coreml_reference.graph import Graph, UnsupportedOpError
+from runtimes.coreml_reference.mil import CONSTEXPR_OPS, MIL_OPS, program_precision, read_ml_program
+from runtimes.coreml_reference.neuralnetwork import NN_LAYERS, read_neural_network
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ __all__ = [
     "declared_precision",
     "evaluate_coreml",
     "load_coreml",
+    "run_graph",
 ]
 
 SUPPORTED_MIL_OPS = ("const", *sorted(MIL_OPS))
@@ -90,14 +91,19 @@ def evaluate_coreml(path: Path, inputs_nchw: np.ndarray, threads: int | None = 1
     measured 30x slower when another process held the second core.
     """
     graph = load_coreml(path)
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     start = time.perf_counter()
-    try:
-        outputs = [graph.run(x[None].astype(np.float32, copy=False)) for x in inputs_nchw]
-    finally:
-        torch.set_num_threads(previous_threads)
+    outputs = [run_graph(graph, x[None], threads) for x in inputs_nchw]
     log.info("evaluated %s on %d inputs in %.2f s (%s)", Path(path).name, len(inputs_nchw),
              time.perf_counter() - start, graph.precision)
     return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+def run_graph(graph: Graph, x: np.ndarray, threads: int | None = 1) -> np.ndarray:
+    """One input through ``graph`` with ``threads`` torch threads (restored afterwards)."""
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return graph.run(x.astype(np.float32, copy=False))
+    finally:
+        torch.set_num_threads(previous_threads)

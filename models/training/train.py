@@ -2,13 +2,13 @@
 
 Why: released checkpoints cannot be downloaded here, and untrained weights have multi-modal
 heatmaps that exaggerate quantisation error. A network trained on the synthetic figure task
-(models.synthetic_task) has unimodal heatmaps on that task's images.
+(models.synthetic.task) has unimodal heatmaps on that task's images.
 
 This module is the entry point; the parts live in train_schedule (what to run), train_loop
 (the loop), train_losses, train_eval (figures, sample picture) and trained_checkpoint (the file).
 
-    python -m models.train --variant XS --out /tmp/train/XS.pth.tar --sample /tmp/train/sample_XS.png
-    python -m models.train --variant XS --out /tmp/xs-ci.pth.tar --short      # CI schedule: ~1.5 min
+    python -m models.training.train --variant XS --out /tmp/train/XS.pth.tar --sample /tmp/train/sample_XS.png
+    python -m models.training.train --variant XS --out /tmp/xs-ci.pth.tar --short      # CI schedule: ~1.5 min
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from models.network import ConvNeXtPose
 from models.spec import ModelSpec, spec_for
-from models.train_eval import EvalReport, evaluate_synthetic, predict, save_sample_png
-from models.train_loop import TrainReport, train_model
-from models.train_schedule import FULL_SCHEDULES, SHORT_SCHEDULE, Schedule, resolve, schedule_for
-from models.trained_checkpoint import TRAINED_KIND, write_trained_checkpoint
+from models.training.evaluate import EvalReport, evaluate_synthetic, predict, save_sample_png
+from models.training.loop import TrainReport, train_model
+from models.training.reference import TRAINED_KIND, write_trained_checkpoint
+from models.training.schedule import FULL_SCHEDULES, SHORT_SCHEDULE, Schedule, resolve, schedule_for
 
 __all__ = [
     "FULL_SCHEDULES", "SHORT_SCHEDULE", "TRAINED_KIND", "EvalReport", "Schedule", "TrainReport",
@@ -52,7 +52,8 @@ def train_reference(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Train ConvNeXtPose on the synthetic pose task; write a released-layout checkpoint.")
+    p = argparse.ArgumentParser(
+        description="Train ConvNeXtPose on the synthetic pose task; write a released-layout checkpoint.")
     p.add_argument("--variant", default="XS")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import ExportError
+from common.errors import ExportError
 
 log = logging.getLogger(__name__)
 

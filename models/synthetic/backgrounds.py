@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from common.images import list_images, read_rgb
+from common.paths import SAMPLE_PHOTOS_DIR
+
 #: Real photos (MIT, from the official repository; see its NOTICE.md), cropped and jittered.
-PHOTO_DIR = Path(__file__).resolve().parents[1] / "data" / "people"
+PHOTO_DIR = SAMPLE_PHOTOS_DIR
 
 
 @lru_cache(maxsize=4)
 def _photos(photo_dir: str) -> tuple[np.ndarray, ...]:
-    path = Path(photo_dir)
-    files = sorted(p for p in path.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if path.is_dir() else []
-    return tuple(np.asarray(Image.open(f).convert("RGB")) for f in files)
+    return tuple(np.asarray(read_rgb(f)) for f in list_images(Path(photo_dir), "background photos"))
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -46,7 +47,8 @@ def _procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
     a, b = random_colour(rng), random_colour(rng)
     kind = rng.integers(4)
     if kind == 0:  # multi-octave noise
-        t = 0.6 * _smooth_noise(rng, size, int(rng.integers(2, 6))) + 0.4 * _smooth_noise(rng, size, int(rng.integers(8, 40)))
+        t = (0.6 * _smooth_noise(rng, size, int(rng.integers(2, 6)))
+             + 0.4 * _smooth_noise(rng, size, int(rng.integers(8, 40))))
     elif kind == 1:  # stripes / checker
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         ang, freq = rng.uniform(0, np.pi), rng.uniform(2, 20) * 2 * np.pi / size
@@ -76,7 +78,8 @@ def _distractors(rng: np.random.Generator, img: Image.Image) -> None:
         elif kind == 1:
             draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
         else:
-            draw.line([x0, y0, x0 + w * rng.choice([-1, 1]), y0 + h], fill=colour, width=int(max(1, size * rng.uniform(0.01, 0.04))))
+            width = int(max(1, size * rng.uniform(0.01, 0.04)))
+            draw.line([x0, y0, x0 + w * rng.choice([-1, 1]), y0 + h], fill=colour, width=width)
 
 
 def render_background(

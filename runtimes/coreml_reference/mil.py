@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.coreml_reference import kernels
-from exporters.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
-from models.errors import ExportError
+from common.errors import ExportError
+from runtimes.coreml_reference import kernels
+from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
 
 MODEL_PATH_PREFIX = "@model_path/"
 

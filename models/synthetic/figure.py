@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from models.joints import HUMAN36M
-from models.pose_prior import EXTRA_POINTS, HEAD_RADIUS_MM, J, Projection
+from models.synthetic.pose_prior import EXTRA_POINTS, HEAD_RADIUS_MM, J, Projection
 
 _N = {name: i for i, name in enumerate(HUMAN36M.names)}
 _E = {name: J + i for i, name in enumerate(EXTRA_POINTS)}
@@ -21,10 +21,14 @@ _PARTS: tuple[tuple[str, str, float, str, int], ...] = (
     ("Torso", "Neck", 125, "shirt", 0),
     ("R_Shoulder", "L_Shoulder", 65, "shirt", 0),
     ("Neck", "Head_Centre", 50, "skin", 0),
-    ("L_Hip", "L_Knee", 70, "pants", 1), ("L_Knee", "L_Ankle", 52, "pants", 1), ("L_Ankle", "L_Foot", 40, "shoes", 1),
-    ("R_Hip", "R_Knee", 70, "pants", -1), ("R_Knee", "R_Ankle", 52, "pants", -1), ("R_Ankle", "R_Foot", 40, "shoes", -1),
-    ("L_Shoulder", "L_Elbow", 48, "shirt", 1), ("L_Elbow", "L_Wrist", 40, "skin", 1), ("L_Wrist", "L_Hand", 45, "skin", 1),
-    ("R_Shoulder", "R_Elbow", 48, "shirt", -1), ("R_Elbow", "R_Wrist", 40, "skin", -1), ("R_Wrist", "R_Hand", 45, "skin", -1),
+    ("L_Hip", "L_Knee", 70, "pants", 1), ("L_Knee", "L_Ankle", 52, "pants", 1),
+    ("L_Ankle", "L_Foot", 40, "shoes", 1),
+    ("R_Hip", "R_Knee", 70, "pants", -1), ("R_Knee", "R_Ankle", 52, "pants", -1),
+    ("R_Ankle", "R_Foot", 40, "shoes", -1),
+    ("L_Shoulder", "L_Elbow", 48, "shirt", 1), ("L_Elbow", "L_Wrist", 40, "skin", 1),
+    ("L_Wrist", "L_Hand", 45, "skin", 1),
+    ("R_Shoulder", "R_Elbow", 48, "shirt", -1), ("R_Elbow", "R_Wrist", 40, "skin", -1),
+    ("R_Wrist", "R_Hand", 45, "skin", -1),
     ("Head_Centre", "Head_Centre", HEAD_RADIUS_MM, "skin", 0),
     ("Nose", "Nose", 28, "nose", 0),
 )

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from models.spec import ModelSpec
-from models.synthetic_task import DEFAULT_TASK, TaskConfig
+from models.synthetic.task import DEFAULT_TASK, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Schedule:
     # bf16 autocast for the network body (AMX/AVX-512 make it ~5x faster than fp32 on this CPU);
     # the soft-argmax and the losses stay fp32, weights are fp32 throughout.
     bf16: bool = True
-    # Auxiliary heatmap term (models.train_losses), weight going linearly from ``aux_weight`` to
+    # Auxiliary heatmap term (models.training.losses), weight going linearly from ``aux_weight`` to
     # ``aux_end_weight``. From scratch, the soft-argmax L1 alone learns through spread heatmaps
     # whose mean shrinks toward the body; the dense term sharpens them.
     aux_weight: float = 0.0

@@ -23,13 +23,14 @@ import torch
 from tqdm import tqdm
 
 from models.network import ConvNeXtPose, SoftArgmax3D
+from models.preprocessing import normalise
 from models.spec import ModelSpec
-from models.synthetic import normalise, synthetic_model
-from models.synthetic_task import TRAIN, RenderedBatch, render_arrays
-from models.thread_tuner import ThreadTuner
-from models.train_kernels import fast_depthwise
-from models.train_losses import pose_losses
-from models.train_schedule import Schedule
+from models.synthetic.task import TRAIN, RenderedBatch, render_arrays
+from models.synthetic.untrained import synthetic_model
+from models.training.kernels import fast_depthwise
+from models.training.losses import pose_losses
+from models.training.schedule import Schedule
+from models.training.thread_tuner import ThreadTuner
 
 log = logging.getLogger(__name__)
 

@@ -8,17 +8,15 @@ heatmaps are neither uniform nor one-hot. Every file carries a `synthetic` marke
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
+from common.files import write_atomic
 from models.network import ConvNeXtPose
-from models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from models.preprocessing import normalise
+from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +32,6 @@ def smooth_random_images(n: int, size: int, generator: torch.Generator) -> torch
     fine = torch.rand(n, 3, size // 4, size // 4, generator=generator, dtype=torch.float64)
     up = lambda t: nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return (0.8 * up(coarse) + 0.2 * up(fine)).clamp(0, 1)
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def synthetic_model(spec: ModelSpec, seed: int = 0) -> ConvNeXtPose:
@@ -101,25 +93,9 @@ def to_legacy_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def write_atomic(out: Path, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` to a temporary name in the same folder, then rename: never a half-written file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_atomic(payload: dict, out: Path) -> None:
+    """torch.save through a temporary name: a checkpoint file is complete or absent."""
     write_atomic(Path(out), lambda tmp: torch.save(payload, tmp))
-
-
-def copy_atomic(src: Path, out: Path) -> None:
-    write_atomic(Path(out), lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_synthetic_checkpoint(

@@ -17,10 +17,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from models.joints import HUMAN36M
-from models.pose_prior import project_into_crop, sample_camera_pose
 from models.spec import BBOX_3D_DEPTH_MM, ModelSpec
-from models.synthetic_backgrounds import PHOTO_DIR, render_background
-from models.synthetic_figure import draw_figure
+from models.synthetic.backgrounds import PHOTO_DIR, render_background
+from models.synthetic.figure import draw_figure
+from models.synthetic.pose_prior import project_into_crop, sample_camera_pose
 
 TRAIN, EVAL = 0, 1  # split ids: part of every sample's seed, so the two never overlap
 

@@ -8,16 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from common.errors import ExportError
+from common.images import list_images, read_rgb
+from common.paths import SAMPLE_PHOTOS_DIR as DEFAULT_IMAGES_DIR
 from models.checkpoint import LoadedCheckpoint
-from models.errors import ExportError
 from models.spec import ModelSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Sample photos shipped with the project (MIT, see data/people/NOTICE.md).
-DEFAULT_IMAGES_DIR = REPO_ROOT / "data" / "people"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 NUM_RANDOM_INPUTS = 3
 NUM_SYNTHETIC_INPUTS = 10
 #: Source prefixes of the input groups; photos have none.
@@ -64,20 +62,9 @@ def square_crops(image: Image.Image) -> list[tuple[str, Image.Image]]:
 
 
 def load_images(folder: Path, size: int) -> InputSet:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ExportError(f"images folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ExportError(f"images folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     arrays, sources = [], []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ExportError(f"image {path} cannot be read: {exc}") from None
-        for crop_name, crop in square_crops(rgb):
+    for path in list_images(folder, "images", ExportError):
+        for crop_name, crop in square_crops(read_rgb(path, "image", ExportError)):
             resized = crop.resize((size, size), Image.Resampling.BILINEAR)
             arrays.append(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
             sources.append(f"{path.name}:{crop_name}")
@@ -92,7 +79,7 @@ def random_inputs(n: int, size: int, seed: int) -> InputSet:
 
 def synthetic_inputs(spec: ModelSpec, n: int, seed: int) -> InputSet:
     """Images 0..n-1 of the synthetic task's evaluation split (never used in training)."""
-    from models.synthetic_task import EVAL, render_batch
+    from models.synthetic.task import EVAL, render_batch
 
     images = render_batch(spec, seed, 0, n, EVAL).images.numpy()
     return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(n)))

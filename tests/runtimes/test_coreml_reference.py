@@ -17,21 +17,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.errors import ExportError
 from exporters.contract import InputContract, fold_normalization
-from exporters.coreml_reference import (
+from exporters.inputs import parity_inputs
+from exporters.to_coreml import MLMODEL, MLPACKAGE, export_coreml
+from exporters.tolerances import tolerance_for
+from models.network import ConvNeXtPose
+from models.spec import REGISTRY, ModelSpec
+from models.synthetic.untrained import synthetic_model
+from runtimes.coreml_reference import (
     UnsupportedOpError,
     declared_precision,
     evaluate_coreml,
     kernels,
     load_coreml,
 )
-from exporters.images import parity_inputs
-from exporters.to_coreml import MLMODEL, MLPACKAGE, export_coreml
-from exporters.tolerances import tolerance_for
-from models.errors import ExportError
-from models.network import ConvNeXtPose
-from models.spec import REGISTRY, ModelSpec
-from models.synthetic import synthetic_model
 
 ct = pytest.importorskip("coremltools")
 

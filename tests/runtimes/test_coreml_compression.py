@@ -17,16 +17,9 @@ import pytest
 import torch
 from torch import nn
 
+from common.errors import ExportError
 from exporters.contract import InputContract, fold_normalization
-from exporters.coreml_reference import (
-    SUPPORTED_CONSTEXPR_OPS,
-    UnsupportedOpError,
-    declared_precision,
-    evaluate_coreml,
-    load_coreml,
-)
-from exporters.coreml_reference.mil import affine_dequantize, lut_to_dense, unpack_indices
-from exporters.images import parity_inputs
+from exporters.inputs import parity_inputs
 from exporters.to_coreml import (
     COMPRESSED_TARGETS,
     MLPACKAGE,
@@ -36,10 +29,17 @@ from exporters.to_coreml import (
     export_coreml,
     kmeans_lut,
 )
-from models.errors import ExportError
 from models.network import ConvNeXtPose
 from models.spec import ModelSpec
-from models.synthetic import synthetic_model
+from models.synthetic.untrained import synthetic_model
+from runtimes.coreml_reference import (
+    SUPPORTED_CONSTEXPR_OPS,
+    UnsupportedOpError,
+    declared_precision,
+    evaluate_coreml,
+    load_coreml,
+)
+from runtimes.coreml_reference.mil import affine_dequantize, lut_to_dense, unpack_indices
 
 ct = pytest.importorskip("coremltools")
 cto = pytest.importorskip("coremltools.optimize.coreml")

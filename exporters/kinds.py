@@ -1,0 +1,44 @@
+"""What a format is: the records the format table (exporters/formats.py) is made of."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One file an export can write."""
+
+    format: str  # manifest "format"
+    precision: str
+    suffix: str  # the file is f"{stem}{suffix}", e.g. convnextpose-S_fp16.tflite
+    layout: str  # input layout: NCHW or NHWC
+    runtime: str  # runtimes key: onnxruntime | litert | coreml
+    backend: str  # bench row name
+    tolerance: tuple[str, str] | None = None  # row of exporters.tolerances; default (format, precision)
+
+    @property
+    def tolerance_key(self) -> tuple[str, str]:
+        return self.tolerance or (self.format, self.precision)
+
+    def file_name(self, stem: str) -> str:
+        return f"{stem}{self.suffix}"
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One ``--formats`` choice and the stage that builds its artifacts."""
+
+    name: str
+    help: str
+    artifacts: tuple[ArtifactKind, ...]
+    build: Callable[..., None]  # (ExportRun, ExportFormat) -> None: exporters/stages.py
+    requires: tuple[str, ...] = ()  # formats whose verified artifacts this one is built from
+    default: bool = True  # part of the default --formats
+
+    def kind(self, fmt: str, precision: str) -> ArtifactKind:
+        for kind in self.artifacts:
+            if (kind.format, kind.precision) == (fmt, precision):
+                return kind
+        raise KeyError(f"format {self.name} has no artifact {fmt} {precision}")

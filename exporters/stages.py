@@ -1,0 +1,100 @@
+"""How each format of the table is built: the stage functions the pipeline calls.
+
+A stage converts with the ``to_*`` modules (pure converters: model in, file out), writes each file
+into the run's staging folder and hands it to ``ExportRun.verify``. The format table
+(``exporters/formats.py``) names one stage per format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from exporters import to_coreml, to_onnx, to_tflite, to_tflite_int8
+from exporters.calibration import choose_calibration
+from exporters.export_run import ExportRun
+from exporters.kinds import ExportFormat
+from exporters.mobile_graph import for_xnnpack
+from exporters.simplify import simplify_onnx
+from exporters.tolerances import CALIBRATED
+from runtimes.litert import SIGNATURE_KEY, delegated_nodes
+
+log = logging.getLogger(__name__)
+
+
+def build_onnx(run: ExportRun, fmt: ExportFormat) -> None:
+    """The raw export, then the simplified graph; each verified in ONNX Runtime."""
+    o = run.options
+    raw_kind, simplified_kind = fmt.artifacts
+    raw = run.path_for(raw_kind)
+    run.verify(raw, raw_kind, to_onnx.export_onnx(run.model, run.contract, raw, run.metadata, o.opset,
+                                                  o.dynamic_batch))
+    simplified = run.path_for(simplified_kind)
+    details = simplify_onnx(raw, simplified, o.simplifier, run.metadata)
+    log.info("simplified with %s: %d -> %d nodes", o.simplifier, details["nodes_before"], details["nodes_after"])
+    run.verify(simplified, simplified_kind, details)
+
+
+def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
+    """The model rewritten for XNNPACK (mobile_graph), exported to its own ONNX, converted by onnx2tf
+    to a SavedModel, then by the TF Lite converter at each precision."""
+    o = run.options
+    mobile_model, rewrites = for_xnnpack(run.model)
+    work = run.staging / ".work" / "tflite"
+    work.mkdir(parents=True)
+    onnx_path = work / "mobile.onnx"
+    to_onnx.export_onnx(mobile_model, run.contract, onnx_path, run.metadata, o.opset, False)
+    simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata)
+    photos = run.inputs.images[run.inputs.group_masks()["photos"]]
+    saved_model = to_tflite.onnx_to_saved_model(onnx_path, work, photos)
+    for kind in fmt.artifacts:
+        path = run.path_for(kind)
+        flatbuffer = to_tflite.saved_model_to_tflite(saved_model, kind.precision)
+        path.write_bytes(to_tflite.embed_metadata(flatbuffer, run.metadata))
+        run.verify(path, kind, {"ops": to_tflite.check_builtin_only(path), "signature": SIGNATURE_KEY,
+                                "graph_rewrites": rewrites})
+
+
+def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
+    """int8-dynamic, int8-w8a8-mixed, int8-w8a8-pw from the verified fp32 .tflite (to_tflite_int8)."""
+    q = to_tflite_int8
+    o = run.options
+    if run.skip_untrained("tflite-int8"):
+        return
+    fp32 = run.staging / f"{run.stem}_fp32.tflite"
+    choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
+    run.calibration = choice.to_manifest()
+    log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
+             choice.calibration.sha256[:12], choice.judged_description)
+    # One calibration pass serves both static recipes: pw keeps more ops float, so it needs a subset
+    # of w8a8-mixed's ranges (byte-identical file to calibrating it on its own, measured on XS).
+    qsvs = q.calibrate(fp32, choice.calibration, q.W8A8_MIXED, o.threads)
+    builds = {
+        "int8-dynamic": (lambda: q.dynamic_range(fp32), q.describe_dynamic()),
+        **{recipe.name: (lambda r=recipe: q.quantize_static(fp32, choice.calibration, r, o.threads, qsvs),
+                         q.describe_static(recipe))
+           for recipe in (q.W8A8_MIXED, q.W8A8_POINTWISE)},
+    }
+    for kind in fmt.artifacts:
+        build_bytes, recipe = builds[kind.precision]
+        path = run.path_for(kind)
+        path.write_bytes(build_bytes())
+        ops = to_tflite.check_builtin_only(path)
+        partitions, delegated, total = delegated_nodes(path, o.threads)
+        calibrated = kind.precision in CALIBRATED
+        run.verify(path, kind,
+                   {"ops": ops, "signature": SIGNATURE_KEY, "recipe": recipe,
+                    "xnnpack": {"partitions": partitions, "delegated_nodes": delegated, "nodes": total},
+                    "calibration_sha256": choice.calibration.sha256 if calibrated else None},
+                   judged=choice.judged if calibrated else None)
+
+
+def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
+    """Each kind's Core ML target converted from the traced model and verified."""
+    targets = {(t.format, t.precision): t for t in to_coreml.TARGETS}
+    for kind in fmt.artifacts:
+        target = targets[(kind.format, kind.precision)]
+        # compressed packages are for trained weights only (README "Integer artifacts")
+        if target.compression and run.skip_untrained(f"coreml {kind.precision}"):
+            continue
+        path = run.path_for(kind)
+        run.verify(path, kind, to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata))

@@ -1,0 +1,1 @@
+"""CPU training on the synthetic task: the trained-synthetic reference weights (``reference``)."""

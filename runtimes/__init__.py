@@ -1,0 +1,38 @@
+"""Run an exported artifact: one runner per runtime, the only place a runtime is opened.
+
+The export gate, the parity suite (``exporters.verify``), the bench worker and the profiler all
+open artifacts through :func:`open_session`, so the file that was verified is the file that is
+timed, in the same runtime with the same options. A runtime that is missing is an error naming
+it (:class:`common.errors.RuntimeUnavailableError`), never a silent switch to another one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from runtimes import coreml, litert, onnxrt
+from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "Session", "open_session", "run_artifact"]
+
+#: Runtime key (what an artifact kind names, and the manifest records) -> opener(path, threads, layout).
+RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
+    "onnxruntime": onnxrt.open_session,
+    "litert": litert.open_session,
+    "coreml": coreml.open_session,
+}
+
+
+def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW") -> Session:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    return RUNTIMES[runtime](Path(path), threads, layout)
+
+
+def run_artifact(runtime: str, path: Path, inputs_nchw: np.ndarray, threads: int = 2,
+                 layout: str = "NCHW") -> np.ndarray:
+    """Open ``path`` in ``runtime`` and return its joints on every input."""
+    return open_session(runtime, path, threads, layout).run_all(inputs_nchw)

@@ -1,0 +1,69 @@
+"""TFLite through ai-edge-litert (XNNPACK on by default): the one place an Interpreter is opened.
+
+ai-edge-litert is the maintained interpreter; tflite-runtime 2.14 fails to load beside numpy 2,
+and TensorFlow's own interpreter is another build. There is no fallback: the interpreter that
+verified a file is the one that times it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import RuntimeUnavailableError
+from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session, to_layout
+from runtimes.versions import version_of
+
+SIGNATURE_KEY = "serving_default"
+
+
+def interpreter(model: Path | bytes, threads: int = 2):
+    """An ai-edge-litert Interpreter for a file or flatbuffer bytes."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise RuntimeUnavailableError("ai-edge-litert is not installed: it is the TFLite runtime that verifies and "
+                                      "times every .tflite (pip install -e . installs it)") from None
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model), num_threads=threads)
+    return Interpreter(model_path=str(model), num_threads=threads)
+
+
+def label() -> str:
+    return f"ai-edge-litert {version_of('ai-edge-litert')} (XNNPACK)"
+
+
+def open_session(path: Path, threads: int = 2, layout: str = "NHWC") -> Session:
+    """Through the `serving_default` signature: input `image` in ``layout``, output `joints`."""
+    runner = interpreter(path, threads).get_signature_runner(SIGNATURE_KEY)
+    return Session(lambda x: runner(**{INPUT_NAME: to_layout(x, layout)})[OUTPUT_NAME], label())
+
+
+def op_names(model: Path | bytes) -> list[str]:
+    """Operator names in execution order, as the interpreter that runs the file sees them."""
+    return [op["op_name"] for op in interpreter(model)._get_ops_details()]
+
+
+def delegated_nodes(model: Path | bytes, threads: int = 2) -> tuple[int, int, int]:
+    """(XNNPACK partitions, delegated nodes, all nodes). After the first invoke the interpreter
+    lists DELEGATE nodes after the original ones; a node is delegated when it lies between a
+    delegate node's inputs and outputs. One partition holding every node is the fast case."""
+    it = interpreter(model, threads)
+    runner = it.get_signature_runner(SIGNATURE_KEY)
+    shape = runner.get_input_details()[INPUT_NAME]["shape"]
+    runner(**{INPUT_NAME: np.zeros(shape, np.float32)})
+    ops = it._get_ops_details()
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    producer = {int(t): o for o in original for t in o["outputs"]}
+    inside: set[int] = set()
+    for d in delegates:
+        boundary, stack = {int(i) for i in d["inputs"]}, [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            if t in boundary or t not in producer or producer[t]["index"] in inside:
+                continue
+            inside.add(producer[t]["index"])
+            stack += [int(i) for i in producer[t]["inputs"] if i >= 0]
+    return len(delegates), len(inside), len(original)
