@@ -1,6 +1,8 @@
-"""`convnextpose` command line: inspect, make-checkpoint, export, bench, profile, demo.
+"""`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, bench, profile, demo.
 
-User errors (bad checkpoint, mismatch, failed export stage) print one paragraph and exit 2.
+Exit codes: 0 done; 3 export published some artifacts and rejected others (the summary and the
+manifest say which and why); 2 a user error (bad checkpoint, mismatch, bad option) or nothing could
+be exported -- one paragraph, no traceback; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -125,11 +127,14 @@ def _export(args: argparse.Namespace) -> int:
         calib_dir=args.calib,
         seed=args.seed,
         untrained_default=args.untrained,
+        max_error_px=args.max_error_px,
+        strict=args.strict,
     )
     if args.untrained and args.checkpoint:
         raise ConvNeXtPoseError("--untrained picks the built-in checkpoint: do not combine it with --checkpoint")
-    run_export(options)
-    return 0
+    if args.max_error_px is not None and not args.max_error_px > 0:
+        raise ConvNeXtPoseError(f"--max-error-px must be a positive number of input pixels, got {args.max_error_px}")
+    return run_export(options).exit_code
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -162,6 +167,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     print(run_demo(args.image, args.out, args.output, args.threads, args.synthetic))
     return 0
+
+
+def _budget_defaults() -> str:
+    from exporters.gates import DEFAULT_BUDGET_INPUT_PX
+
+    return ", ".join(f"{family} {px:g} px" for family, px in DEFAULT_BUDGET_INPUT_PX.items())
 
 
 def _variant(name: str) -> str:
@@ -241,12 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simplifier", choices=("onnxsim", "onnxslim"), default="onnxsim")
     p.add_argument("--images", type=Path, help="folder of images for parity checks (default: sample people photos)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic checkpoint and random inputs")
+    p.add_argument("--max-error-px", type=float, metavar="PX",
+                   help="budget of every fp16 and integer artifact: p99 2-D joint error vs PyTorch fp32 on the judged "
+                        f"inputs, in px of the input crop (defaults: {_budget_defaults()})")
+    p.add_argument("--strict", action="store_true",
+                   help="all or nothing: any rejected artifact fails the export (exit 2) and OUT is left as it was")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="latency and parity of every exported backend against PyTorch")
     p.add_argument("out", type=Path, nargs="?", help="export folder holding manifest.json")
     p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
-    p.add_argument("--images", type=Path, help="folder of photos for parity (default: sample people photos)")
+    p.add_argument("--images", type=Path,
+                   help="where the export's verification photos are now, if they moved (default: the folder the "
+                        "manifest records; the bench judges on exactly the images the export did)")
     p.add_argument("--repeats", type=int, default=1, help="repeat every backend's timing in fresh processes")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--min-runs", type=int, default=50)

@@ -39,7 +39,8 @@ def markdown(bench: dict) -> str:
         f"{bench['machine']['cpu']}, {bench['settings']['threads']} threads, one process per backend; "
         f"weights: {weights} (sha256 {bench['checkpoint']['sha256'][:12]}); parity vs PyTorch fp32 on "
         f"{bench['inputs'][f'n_{judged_group(bench)}']} {GROUP_WORDS[judged_group(bench)]} "
-        f"(2-D joint error, heatmap px; the other groups are in bench.json).",
+        f"(2-D joint error in px of the {bench['spec']['input_size']}-px input crop, depth in mm; the other "
+        f"groups are in bench.json).",
         "",
     ]
     notes, rows = [], []
@@ -47,19 +48,19 @@ def markdown(bench: dict) -> str:
         lat, par = row.get("latency"), judged_parity(bench, row)
         if row.get("reason"):
             notes.append(f"- {row['backend']}: {row['reason']}")
-        if row["status"] == "failed" and row.get("parity_gate"):
-            g = row["parity_gate"]
-            gated = g["p99_xy_judged_px"] if g.get("gate") == "p99" else g["max_abs_px"]
-            notes.append(f"- {row['backend']}: {'p99 2-D error' if g.get('gate') == 'p99' else 'max |d|'} "
-                         f"{gated:.3g} px > tolerance {g['tolerance_px']:g}")
+        verdict = row.get("verdict") or {}
+        if row["status"] == "failed" and verdict.get("reason"):
+            notes.append(f"- {row['backend']}: rejected, {verdict['reason']}")
         rows.append((row["backend"], row["format"], row["precision"], _fmt(row["size_mb"] or None, ".1f"),
-                     STATUS_MARK[row["status"]], _fmt(par and par["p99_px"], ".2g"), _fmt(par and par["max_px"], ".2g"),
-                     _fmt(par and par["pck_05"], ".3f"), _fmt(lat and lat["p50_ms"], ".2f"),
-                     _fmt(lat and lat["p90_ms"], ".2f"), _fmt(lat and lat["fps"], ".1f"),
-                     _fmt(row.get("ratio_to_ort"), ".2f"), _fmt(row.get("ratio_to_tflite_fp32"), ".2f")))
-    lines.append(format_table(("backend", "format", "precision", "size MB", "status", "parity p99 px", "parity max px",
-                               "PCK@0.5", "p50 ms", "p90 ms", "FPS", "ratio to ORT", "ratio to TFLite fp32"),
-                              rows, markdown=True))
+                     STATUS_MARK[row["status"]], _fmt(par and par["p99_input_px"], ".2g"),
+                     _fmt(par and par["max_input_px"], ".2g"), _fmt(par and par["p99_depth_mm"], ".2g"),
+                     _fmt(par and par["pck_1_input_px"], ".3f"), _fmt(verdict.get("budget_input_px"), "g"),
+                     _fmt(lat and lat["p50_ms"], ".2f"), _fmt(lat and lat["p90_ms"], ".2f"),
+                     _fmt(lat and lat["fps"], ".1f"), _fmt(row.get("ratio_to_ort"), ".2f"),
+                     _fmt(row.get("ratio_to_tflite_fp32"), ".2f")))
+    lines.append(format_table(("backend", "format", "precision", "size MB", "status", "p99 input px", "max input px",
+                               "depth p99 mm", "PCK@1px", "budget px", "p50 ms", "p90 ms", "FPS", "ratio to ORT",
+                               "ratio to TFLite fp32"), rows, markdown=True))
     if roof.get("ort_gflops"):
         lines += ["", f"ONNX Runtime ({roof['ort_backend']}): {roof['ort_gflops']:.1f} GFLOP/s = "
                       f"{100 * roof['ort_share_of_gemm']:.0f}% of this machine's fp32 GEMM "
@@ -103,7 +104,7 @@ def plot_joint_error(bench: dict, path: Path) -> None:
         ax.plot(range(len(names)), errors, marker="o", label=r["backend"])
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("mean 2-D error vs PyTorch (heatmap px)")
+    ax.set_ylabel("mean 2-D error vs PyTorch fp32 (heatmap px)")
     group = GROUP_WORDS[judged_group(bench)].split(" (")[0]
     ax.set_title(f"ConvNeXtPose {bench['variant']}: per-joint error on {group}")
     ax.legend(fontsize=8)
@@ -126,9 +127,9 @@ def compare(old_path: Path, new_path: Path) -> str:
     for row in new["backends"]:
         prev = before.get(row["backend"], {})
         a, b = (r.get("latency", {}).get("p50_ms") for r in (prev, row))
-        pa, pb = ((judged_parity(bench_, r) or {}).get("p99_px") for bench_, r in ((old, prev), (new, row)))
+        pa, pb = ((judged_parity(bench_, r) or {}).get("p99_input_px") for bench_, r in ((old, prev), (new, row)))
         change = f"{100 * (b / a - 1):+.1f}%" if a and b else "-"
         rows.append((row["backend"], _fmt(a, ".2f"), _fmt(b, ".2f"), change, _fmt(pa, ".3g"), _fmt(pb, ".3g")))
     for name in before.keys() - {r["backend"] for r in new["backends"]}:
         rows.append((name, f"(only in {old_path})", "", "", "", ""))
-    return format_table(("backend", "p50 old", "p50 new", "change", "p99 px old", "p99 px new"), rows)
+    return format_table(("backend", "p50 old", "p50 new", "change", "p99 input px old", "p99 input px new"), rows)

@@ -15,19 +15,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.backends import backends_from_manifest
+from benchmarks.backends import Backend, backends_from_manifest
 from benchmarks.latency import LatencySettings
 from benchmarks.report import BENCH_JSON, write_reports
 from benchmarks.worker import WorkerJob
 from common.errors import ConvNeXtPoseError
 from common.files import write_json_atomic
-from exporters.calibration import judged_mask_for
-from exporters.inputs import DEFAULT_IMAGES_DIR, inputs_for
+from exporters.calibration import CALIBRATED, judged_mask_for
+from exporters.gates import judge
+from exporters.inputs import recorded_inputs
 from exporters.manifest import Manifest, tool_versions
-from exporters.parity import check, parity_stats, reference_joints
-from exporters.tolerances import CALIBRATED
-from exporters.verify import tolerance_key
+from exporters.parity import parity_stats
+from exporters.references import References
+from exporters.verify import budgets_of, judge_artifact
 from models.preprocessing import normalise
+from runtimes import RUNTIME_PACKAGES
+from runtimes.versions import version_of
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,10 @@ class BenchOptions:
     out_dir: Path
     threads: int = 2
     images_dir: Path | None = None
-    seed: int = 0
     repeats: int = 1
     settings: LatencySettings = field(default_factory=LatencySettings)
     only: tuple[str, ...] = ()  # backend names; empty = all
-    # fresh synthetic-task images for weights trained on that task (more than the export's 10: p99 over
-    # 18 x 100 joints means something)
-    synthetic_n: int = 100
+    synthetic_n: int = 100  # synthetic-task images for weights trained on that task (the export used 10)
 
 
 def machine_info(threads: int) -> dict:
@@ -79,11 +79,23 @@ def _gemm_roofline(threads: int) -> dict:
     return json.loads(proc.stdout)
 
 
-def _row_status(result: dict, parity_gate: dict | None) -> str:
-    """passed: parity inside tolerance (latency too, unless only parity can be measured here)."""
-    if result["status"] == "failed" or parity_gate is None or parity_gate["status"] != "passed":
+def _row_status(result: dict, verdict: dict | None) -> str:
+    """passed: the verdict publishes it (and latency was measured, unless only parity can be here)."""
+    if result["status"] == "failed" or verdict is None or verdict["status"] != "published":
         return "failed"
     return "passed" if result["status"] == "measured" else "parity only"
+
+
+def _runtime_skew(manifest: Manifest, backends: list[Backend]) -> dict[str, str]:
+    """Backends whose runtime package is not the version that verified them: their rows fail, since a
+    time measured on another runtime build says nothing about the verified file."""
+    skew = {}
+    for b in backends:
+        package = RUNTIME_PACKAGES.get(b.runtime)
+        if package and manifest.versions.get(package) not in (None, version_of(package)):
+            skew[b.name] = (f"verified with {package} {manifest.versions[package]}, this machine has "
+                            f"{version_of(package)}: re-export before benchmarking")
+    return skew
 
 
 def run_bench(options: BenchOptions) -> dict:
@@ -98,9 +110,12 @@ def run_bench(options: BenchOptions) -> dict:
         backends = [b for b in backends if b.name in options.only]
 
     loaded = manifest.load_checkpoint()
-    inputs = inputs_for(loaded, options.images_dir, options.seed, options.synthetic_n)
+    # the export's own verification set, checked before anything is timed (more synthetic images: a
+    # p99 over 18 x 100 joints means something)
+    inputs = recorded_inputs(loaded, manifest.verification, options.images_dir, options.synthetic_n)
     groups = inputs.group_masks()
-    reference = reference_joints(loaded, inputs.images)
+    refs = References.of(loaded, inputs.images)
+    skew = _runtime_skew(manifest, backends)
     contract_inputs = inputs.images if manifest.normalization_folded else normalise(inputs.images)
 
     results: dict[str, dict] = {b.name: {"repeats_p50_ms": []} for b in backends}
@@ -125,12 +140,16 @@ def run_bench(options: BenchOptions) -> dict:
                 if outputs_file.exists():
                     outputs = np.load(outputs_file)
                     judged = judged_mask_for(manifest, inputs, backend.precision)
-                    key = tolerance_key(backend.format, backend.precision)
-                    row["parity_gate"] = check(outputs, reference, spec, *key, judged).to_dict()
+                    artifact = next((a for a in manifest.artifacts if a.file == backend.artifact), None)
+                    verdict = (judge_artifact(manifest, artifact, outputs, refs, inputs) if artifact else
+                               judge(outputs, "fp32", refs, judged, budgets_of(manifest)))
+                    row["verdict"] = verdict.to_dict()
                     if backend.precision in CALIBRATED:  # the headline figures: inputs disjoint from calibration
-                        row["parity_int8_judged"] = parity_stats(outputs[judged], reference[judged], spec).to_dict()
+                        row["parity_int8_judged"] = verdict.cost.to_dict()
                     for group, mask in groups.items():
-                        row[f"parity_{group}"] = parity_stats(outputs[mask], reference[mask], spec).to_dict()
+                        row[f"parity_{group}"] = parity_stats(outputs[mask], refs.fp32[mask], spec).to_dict()
+                if backend.name in skew:
+                    row.update(status="failed", reason=skew[backend.name])
     roofline = _gemm_roofline(options.threads)
     rows = []
     baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
@@ -141,7 +160,7 @@ def run_bench(options: BenchOptions) -> dict:
         p50s = row.pop("repeats_p50_ms")
         entry = {"backend": backend.name, "format": backend.format, "precision": backend.precision,
                  "file": backend.artifact, "size_mb": backend.bytes / 1e6, **row}
-        entry["status"] = _row_status(row, row.get("parity_gate"))
+        entry["status"] = _row_status(row, row.get("verdict"))
         if p50s:
             entry["repeats_p50_ms"] = p50s
             entry["repeat_spread"] = (max(p50s) - min(p50s)) / float(np.median(p50s))
@@ -167,9 +186,10 @@ def run_bench(options: BenchOptions) -> dict:
         "versions": tool_versions(),
         "settings": {**options.settings.__dict__, "threads": options.threads, "repeats": options.repeats,
                      "process_per_backend": True},
-        "inputs": {"images_dir": str(options.images_dir or DEFAULT_IMAGES_DIR), "sources": list(inputs.sources),
-                   **{f"n_{group}": int(mask.sum()) for group, mask in groups.items()}, "seed": options.seed,
-                   "judged_on": inputs.judged_group},
+        "inputs": {"images_dir": str(inputs.photos_dir), "sources": list(inputs.sources),
+                   **{f"n_{group}": int(mask.sum()) for group, mask in groups.items()},
+                   "seed": manifest.verification["seed"], "judged_on": inputs.judged_group},
+        "gates": {**manifest.gates, "fp32_noise_floor_px": refs.noise_px},
         "joint_names": manifest.joints["names"],
         "roofline": {**roofline, **throughput},
         "backends": rows,

@@ -34,6 +34,13 @@ def path_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def default_file_mode() -> int:
+    """The permissions the user's umask gives a new file (mkstemp's 0600 would hide it from others)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(out: Path, write: Callable[[str], object]) -> None:
     """``write(tmp)`` to a temporary name in the same folder, then rename: never a half-written file."""
     out = Path(out)
@@ -42,6 +49,7 @@ def write_atomic(out: Path, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

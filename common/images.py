@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -29,3 +30,9 @@ def read_rgb(path: Path, what: str = "image", error: type[ConvNeXtPoseError] = C
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise error(f"{what} {path} cannot be read: {exc}") from None
+
+
+def content_digest(image: Image.Image) -> str:
+    """sha256 of the decoded pixels and size: equal for the same picture under any name or encoding."""
+    rgb = image.convert("RGB")
+    return hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()

@@ -15,3 +15,9 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]], markdo
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def few(names: Sequence[str], shown: int = 3) -> str:
+    """'a, b, c, ... (12 in all)': a list named by its first entries and its length."""
+    names = list(names)
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")

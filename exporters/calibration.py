@@ -32,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from common.errors import ExportError
-from common.images import list_images, read_rgb
+from common.images import content_digest, list_images, read_rgb
+from common.tables import few
 from exporters.inputs import DEFAULT_IMAGES_DIR, InputSet
-from exporters.tolerances import CALIBRATED
 from models.checkpoint import LoadedCheckpoint
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 64  # images; ranges of a ReLU network settle after a few dozen crops
+#: Precisions whose activation ranges come from the calibration set: judged only on inputs disjoint from it.
+CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw"})
 ImageSource = Path | str | Sequence[Path | str] | Callable[[int], np.ndarray]
 
 
@@ -69,6 +71,8 @@ class CalibrationSet:
     sha256: str  # of images.tobytes() (C order, float32 little-endian)
     source: str  # e.g. "files:data/people" or "callable:synthetic TRAIN split"
     description: str  # files used, seed, augmentation: enough to rebuild the set
+    #: content digests (common.images.content_digest) of the image files it was cropped from
+    file_digests: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -81,7 +85,7 @@ class CalibrationSet:
     def to_manifest(self) -> dict[str, object]:
         n, s, _, c = self.images.shape
         return {"n": n, "shape": [n, s, s, c], "sha256": self.sha256, "source": self.source,
-                "description": self.description}
+                "description": self.description, "file_content_sha256": sorted(set(self.file_digests))}
 
 
 def digest(images: np.ndarray) -> str:
@@ -119,12 +123,13 @@ def from_files(source: Path | str | Sequence[Path | str] = DEFAULT_IMAGES_DIR, s
     """n augmented crops cycling over the (sorted) files; deterministic in every argument."""
     files = _list_files(source)
     photos = [read_rgb(path, "calibration image", ExportError) for path in files]
+    digests = tuple(content_digest(p) for p in photos)
     rng = np.random.default_rng(np.random.SeedSequence([seed, n, size]))
     images = np.stack([_augment(photos[i % len(photos)], size, rng, augmentation) for i in range(n)])
     where = files[0].parent if isinstance(source, (str, Path)) else "list"
     desc = (f"{n} crops of {len(files)} files [{', '.join(p.name for p in files)}] in {where}, seed {seed}, "
             f"augmentation {augmentation}")
-    return _finish(images, f"files:{where}", desc)
+    return _finish(images, f"files:{where}", desc, digests)
 
 
 def from_callable(render: Callable[[int], np.ndarray], size: int = 256, n: int = DEFAULT_SIZE, seed: int = 0,
@@ -157,11 +162,11 @@ def build_calibration_set(source: ImageSource = DEFAULT_IMAGES_DIR, size: int = 
     return from_files(source, size, n, seed, augmentation)
 
 
-def _finish(images: np.ndarray, source: str, description: str) -> CalibrationSet:
+def _finish(images: np.ndarray, source: str, description: str, file_digests: tuple[str, ...] = ()) -> CalibrationSet:
     images = np.ascontiguousarray(images, dtype=np.float32)
     if not (np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0):
         raise ExportError(f"calibration images from {source} are not finite values in [0, 1]")
-    result = CalibrationSet(images, digest(images), source, description)
+    result = CalibrationSet(images, digest(images), source, description, file_digests)
     log.info("calibration set: %d x %s from %s, sha256 %s", len(images), images.shape[1:], source, result.sha256[:12])
     return result
 
@@ -182,16 +187,20 @@ class CalibrationChoice:
                 "int8_judged_group": self.judged_group, "int8_judged_sources": list(self.judged_sources)}
 
 
+def disjoint_photos(inputs: InputSet, calibration_digests: set[str]) -> np.ndarray:
+    """Photo rows of ``inputs`` whose picture (by content, whatever its file name) did not calibrate."""
+    return np.array([d is not None and d not in calibration_digests for d in inputs.photo_row_digests()], dtype=bool)
+
+
 def int8_judged_mask(manifest: "Manifest", inputs: InputSet) -> np.ndarray:
     """Rows of ``inputs`` an export's integer artifacts are judged on (its manifest says which)."""
     record = manifest.calibration or {}
     if not record.get("int8_judged_sources"):
         raise ExportError("manifest has no int8 calibration record: re-export with tflite-int8")
-    groups = inputs.group_masks()
     if record.get("int8_judged_group"):
-        mask = groups.get(record["int8_judged_group"], np.zeros(len(inputs), dtype=bool))
+        mask = inputs.group_masks().get(record["int8_judged_group"], np.zeros(len(inputs), dtype=bool))
     else:
-        mask = np.isin(np.array(inputs.sources), record["int8_judged_sources"])
+        mask = disjoint_photos(inputs, set(record["file_content_sha256"]))
     if not mask.any():
         raise ExportError("none of the inputs the int8 artifacts were judged on is in this verification set "
                           "(different --images?)")
@@ -209,7 +218,8 @@ def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Pa
     """The representative dataset for ``loaded`` and the disjoint inputs its int8 artifacts are judged on.
 
     - ``calib_dir`` given: crops of its photos (augmented); judged on the verification photos whose
-      file is not among them -- none left is an error, not a silent overlap;
+      picture is not among them (compared by decoded content, not by file name) -- none left is an
+      error, not a silent overlap;
     - weights trained on the synthetic task: that task's TRAIN split (never in the verification set,
       which holds EVAL-split images), judged on the synthetic images;
     - otherwise the people photos split by file: every other file calibrates, the rest are judged.
@@ -228,13 +238,12 @@ def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Pa
     else:
         files = _list_files(DEFAULT_IMAGES_DIR)[::2]
     calibration = from_files(files, spec.input_size, n, seed)
-    used = {f.name for f in files}
-    judged = groups.get("photos", np.zeros(len(inputs), dtype=bool)) & np.array(
-        [s.split(":", 1)[0] not in used for s in inputs.sources])
+    judged = disjoint_photos(inputs, set(calibration.file_digests))
     if not judged.any():
-        raise ExportError(f"calibration images ({', '.join(sorted(used))}) cover every verification photo: int8 "
-                          "would be judged on the images it was calibrated on; pass --calib DIR or --images DIR "
-                          "with other photos")
+        photos = sorted(inputs.photo_digests)
+        raise ExportError(f"the {len(files)} calibration images contain every one of the {len(photos)} verification "
+                          f"photos ({few(photos)}; compared by content): int8 would be judged on the images it was "
+                          "calibrated on; pass --calib DIR or --images DIR with other photos")
     judged_files = sorted({s.split(":", 1)[0] for s, j in zip(inputs.sources, judged) if j})
     return _choice(calibration, judged, inputs,
                    f"verification photos not used for calibration: {', '.join(judged_files)}")

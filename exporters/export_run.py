@@ -1,8 +1,8 @@
 """The state one export shares between its stages, and how a stage verifies what it built.
 
-A stage (an :class:`exporters.formats.ExportFormat`'s ``build``) writes its files into
-``run.staging`` and hands each to :meth:`ExportRun.verify`, which runs it in the runtime its
-artifact kind names, judges it against the PyTorch reference, and records it for publishing.
+A stage (exporters/stages.py) writes its files into ``run.staging`` and hands each to
+:meth:`ExportRun.verify`, which runs it in the runtime its artifact kind names, judges it
+(exporters/gates.py), and records it for publishing -- or as rejected, with the figures.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ExportError
 from common.files import path_digest
 from exporters.contract import InputContract
+from exporters.gates import Budgets, judge
 from exporters.inputs import InputSet
 from exporters.kinds import ArtifactKind
-from exporters.manifest import Artifact
-from exporters.parity import check
+from exporters.manifest import Artifact, Rejection
+from exporters.references import References
 from models.checkpoint import LoadedCheckpoint
 from models.network import ConvNeXtPose
 from runtimes import open_session
@@ -46,6 +46,8 @@ class ExportOptions:
     threads: int = 2
     # without a checkpoint: untrained synthetic weights instead of the trained reference
     untrained_default: bool = False
+    max_error_px: float | None = None  # cost budget of every reduced precision, input px (None: gates defaults)
+    strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
 
 
 @dataclass
@@ -57,12 +59,15 @@ class ExportRun:
     contract: InputContract
     model: ConvNeXtPose  # what the artifacts contain (normalisation folded or not)
     inputs: InputSet
-    reference: np.ndarray  # PyTorch fp32 joints of the original model on normalised inputs
+    references: References  # PyTorch references of every arithmetic on ``inputs``
+    budgets: Budgets
     staging: Path
     metadata: dict[str, str]
     stem: str
-    artifacts: list[Artifact] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)  # published
+    rejected: list[Rejection] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it produced nothing
+    skipped_kinds: set[tuple[str, str]] = field(default_factory=set)  # (format, precision) not built on purpose
     calibration: dict | None = None  # manifest record of the int8 calibration set
 
     @property
@@ -73,33 +78,50 @@ class ExportRun:
         return self.staging / kind.file_name(self.stem)
 
     def verify(self, path: Path, kind: ArtifactKind, details: dict[str, Any] | None = None,
-               judged: np.ndarray | None = None) -> Artifact:
-        """Run ``path`` in its kind's runtime, gate it, and record it for publishing (ExportError if it fails)."""
+               judged: np.ndarray | None = None) -> Artifact | None:
+        """Run ``path`` in its kind's runtime and judge it (exporters/gates.py): the artifact when it is
+        published, None when it is rejected (the rejection recorded)."""
         session = open_session(kind.runtime, path, self.options.threads, kind.layout)
         joints = session.run_all(self.artifact_inputs)
         judged = self.inputs.judged_mask() if judged is None else judged
-        report = check(joints, self.reference, self.loaded.spec, *kind.tolerance_key, judged)
-        evaluated_by = session.runtime if not session.timed else None
-        parity = report.to_dict() | ({"evaluated_by": evaluated_by} if evaluated_by else {})
-        if not report.passed:
-            raise ExportError(f"parity check failed for {path.name} ({kind.format} {kind.precision}"
-                              f"{', ' + evaluated_by if evaluated_by else ''}): {report.describe()}")
+        verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets)
+        record = verdict.to_dict() | ({} if session.timed else {"evaluated_by": session.runtime})
+        if not verdict.published:  # its file stays in staging (a later stage may build on it) and is not published
+            self.reject(kind, verdict.reason, verdict.describe(), record)
+            return None
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if kind.layout == "NHWC" else (n, c, h, w)
         artifact = Artifact(path.name, kind.format, kind.precision, kind.layout, shape, size, sha, kind.runtime,
-                            parity, details or {})
+                            record, details or {})
         self.artifacts.append(artifact)
+        log.info("%s: published (%s)", path.name, verdict.describe())
         return artifact
 
-    def skip_untrained(self, what: str) -> bool:
-        """Integer artifacts are built for trained weights only: on untrained ones, whose heatmaps are
-        multi-modal noise, their error figure would measure the random weights, not the conversion."""
+    def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None) -> None:
+        self.rejected.append(Rejection(kind.file_name(self.stem), kind.format, kind.precision, reason, detail,
+                                       verdict))
+        log.warning("%s: rejected -- %s: %s", kind.file_name(self.stem), reason, detail)
+
+    def published(self, fmt: str, precision: str) -> Artifact | None:
+        return next((a for a in self.artifacts if (a.format, a.precision) == (fmt, precision)), None)
+
+    def settled(self, kind: ArtifactKind) -> bool:
+        """Published, rejected or skipped already (a crashed stage rejects only what it had not settled)."""
+        key = (kind.format, kind.precision)
+        done = [*self.artifacts, *self.rejected]
+        return key in self.skipped_kinds or any((r.format, r.precision) == key for r in done)
+
+    def skip_untrained(self, what: str, kinds: tuple[ArtifactKind, ...]) -> bool:
+        """Integer artifacts are built for trained weights only: on weights marked as untrained, whose
+        heatmaps are multi-modal noise, their error figure would measure the random weights."""
         if not self.loaded.synthetic or self.loaded.trained_synthetic:
             return False
-        kind = self.loaded.synthetic.get("kind")
-        self.skipped[what] = (f"untrained {kind} weights: their multi-modal heatmaps make any int8 error figure "
-                              "meaningless (README 'Integer artifacts'); export a trained checkpoint or the "
-                              "trained-synthetic reference")
+        self.skipped_kinds |= {(k.format, k.precision) for k in kinds}
+        marker = self.loaded.synthetic.get("kind")
+        self.skipped[what] = (f"the checkpoint is marked '{marker}' (not trained): multi-modal heatmaps make any "
+                              "int8 error figure meaningless (README 'Integer artifacts'); export a trained "
+                              "checkpoint or the trained-synthetic reference")
         log.warning("%s skipped: %s", what, self.skipped[what])
         return True
+

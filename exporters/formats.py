@@ -2,9 +2,10 @@
 
 An :class:`ExportFormat` is one ``--formats`` choice: the stage that builds it, what it needs
 first, and the artifacts it writes. An :class:`ArtifactKind` is one of those files: its suffix,
-input layout, the runtime that verifies it (and that the bench times it with), and its row in the
-tolerance table. The pipeline, the CLI (choices, defaults, help), the manifest, the bench and the
-parity suite all read this table: adding a format is one row, its builder and its runner.
+input layout, the runtime that verifies it (and that the bench times it with), and the arithmetic
+it computes in, which decides how it is judged (exporters/gates.py). The pipeline, the CLI
+(choices, defaults, help), the manifest, the bench and the parity suite all read this table:
+adding a format is one row, its stage (exporters/stages.py) and, for a new runtime, its runner.
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ from exporters.kinds import ArtifactKind, ExportFormat
 __all__ = ["FORMATS", "ArtifactKind", "ExportFormat", "default_formats", "describe_formats", "find_kind",
            "format_names", "get_format", "resolve_formats"]
 
+#: Arithmetic of each TFLite precision: fp16 files hold fp16 weights and compute in fp32.
+_TFLITE_ARITHMETIC = {"fp32": "fp32", "fp16": "fp16-weights"}
+
+
 def _tflite(precision: str) -> ArtifactKind:
-    return ArtifactKind("tflite", precision, f"_{precision}.tflite", "NHWC", "litert", f"tflite-{precision}")
+    return ArtifactKind("tflite", precision, f"_{precision}.tflite", "NHWC", "litert", f"tflite-{precision}",
+                        _TFLITE_ARITHMETIC.get(precision, "int8"))
 
 
 def _coreml(target: to_coreml.CoreMLTarget, backend: str) -> ArtifactKind:
-    return ArtifactKind(target.format, target.precision, target.suffix, "NCHW", "coreml", backend)
+    arithmetic = "int8" if target.compression else target.compute_precision  # fp16 ML Programs: fp16 tensors
+    return ArtifactKind(target.format, target.precision, target.suffix, "NCHW", "coreml", backend, arithmetic)
 
 
 FORMATS: list[ExportFormat] = [
     ExportFormat("onnx", "ONNX (TorchScript exporter, opset 17) and its simplified graph", (
-        ArtifactKind("onnx", "fp32", ".onnx", "NCHW", "onnxruntime", "onnxruntime"),
-        ArtifactKind("onnx-simplified", "fp32", ".sim.onnx", "NCHW", "onnxruntime", "onnxruntime-simplified"),
+        ArtifactKind("onnx", "fp32", ".onnx", "NCHW", "onnxruntime", "onnxruntime", "fp32"),
+        ArtifactKind("onnx-simplified", "fp32", ".sim.onnx", "NCHW", "onnxruntime", "onnxruntime-simplified", "fp32"),
     ), stages.build_onnx),
     ExportFormat("tflite", "TFLite fp32 and fp16 weights (NHWC, builtin ops, XNNPACK graph)",
                  tuple(_tflite(p) for p in to_tflite.PRECISIONS), stages.build_tflite),

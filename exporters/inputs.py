@@ -4,15 +4,16 @@ such weights must be judged on (their heatmaps are unimodal there, not on photos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from common.errors import ExportError
-from common.images import list_images, read_rgb
+from common.images import content_digest, list_images, read_rgb
 from common.paths import SAMPLE_PHOTOS_DIR as DEFAULT_IMAGES_DIR
+from common.tables import few
 from models.checkpoint import LoadedCheckpoint
 from models.spec import ModelSpec
 
@@ -29,9 +30,26 @@ class InputSet:
 
     images: np.ndarray
     sources: tuple[str, ...]
+    #: photo file name -> content digest of the decoded picture (common.images.content_digest)
+    photo_digests: dict[str, str] = field(default_factory=dict)
+    photos_dir: Path | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def photo_row_digests(self) -> list[str | None]:
+        """Per row: the content digest of the photo it was cropped from (None for other groups)."""
+        return [self.photo_digests.get(s.split(":", 1)[0]) if m else None
+                for s, m in zip(self.sources, self.group_masks().get("photos", np.zeros(len(self), bool)))]
+
+    def record(self, seed: int) -> dict:
+        """What the manifest keeps so a later bench can rebuild exactly this set."""
+        groups = self.group_masks()
+        return {"images_dir": str(self.photos_dir.resolve()) if self.photos_dir else None,
+                "photos": [{"file": f, "content_sha256": d} for f, d in sorted(self.photo_digests.items())],
+                "random": int(groups.get("random", np.zeros(0)).sum()),
+                "synthetic": int(groups.get("synthetic", np.zeros(0)).sum()),
+                "seed": seed, "sources": list(self.sources), "judged_on": self.judged_group}
 
     def group_masks(self) -> dict[str, np.ndarray]:
         """Boolean row masks of the non-empty groups: 'photos', 'random', 'synthetic'."""
@@ -62,13 +80,15 @@ def square_crops(image: Image.Image) -> list[tuple[str, Image.Image]]:
 
 
 def load_images(folder: Path, size: int) -> InputSet:
-    arrays, sources = [], []
+    arrays, sources, digests = [], [], {}
     for path in list_images(folder, "images", ExportError):
-        for crop_name, crop in square_crops(read_rgb(path, "image", ExportError)):
+        photo = read_rgb(path, "image", ExportError)
+        digests[path.name] = content_digest(photo)
+        for crop_name, crop in square_crops(photo):
             resized = crop.resize((size, size), Image.Resampling.BILINEAR)
             arrays.append(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
             sources.append(f"{path.name}:{crop_name}")
-    return InputSet(np.stack(arrays), tuple(sources))
+    return InputSet(np.stack(arrays), tuple(sources), digests, Path(folder))
 
 
 def random_inputs(n: int, size: int, seed: int) -> InputSet:
@@ -89,10 +109,12 @@ def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,
                   synthetic_spec: ModelSpec | None = None, synthetic_n: int = NUM_SYNTHETIC_INPUTS) -> InputSet:
     """The fixed verification set: every photo crop, NUM_RANDOM_INPUTS seeded noise images, then
     ``synthetic_n`` synthetic evaluation images when ``synthetic_spec`` is given."""
-    parts = [load_images(images_dir or DEFAULT_IMAGES_DIR, size), random_inputs(NUM_RANDOM_INPUTS, size, seed)]
+    photos = load_images(images_dir or DEFAULT_IMAGES_DIR, size)
+    parts = [photos, random_inputs(NUM_RANDOM_INPUTS, size, seed)]
     if synthetic_spec is not None:
         parts.append(synthetic_inputs(synthetic_spec, synthetic_n, seed))
-    return InputSet(np.concatenate([p.images for p in parts]), sum((p.sources for p in parts), ()))
+    return InputSet(np.concatenate([p.images for p in parts]), sum((p.sources for p in parts), ()),
+                    photos.photo_digests, photos.photos_dir)
 
 
 def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: int = 0,
@@ -100,3 +122,28 @@ def inputs_for(loaded: LoadedCheckpoint, images_dir: Path | None = None, seed: i
     """``parity_inputs`` for a checkpoint: weights trained on the synthetic task also get its images."""
     return parity_inputs(loaded.spec.input_size, images_dir, seed, loaded.spec if loaded.trained_synthetic else None,
                          synthetic_n)
+
+
+def recorded_inputs(loaded: LoadedCheckpoint, record: dict, images_dir: Path | None = None,
+                    synthetic_n: int | None = None) -> InputSet:
+    """The verification set an export recorded (manifest ``verification``), rebuilt and checked: its
+    photos must still be in their folder with the same content. ``images_dir`` replaces the folder
+    (a moved copy is fine; other photos are refused -- pass them as ``--images`` to a new export).
+    ``synthetic_n`` asks for more synthetic-task images than the export used (the same first ones)."""
+    folder = Path(images_dir or record["images_dir"])
+    wanted = {p["file"]: p["content_sha256"] for p in record["photos"]}
+    missing = [f for f in wanted if not (folder / f).is_file()]
+    changed = [f for f in wanted if f not in missing and content_digest(read_rgb(folder / f)) != wanted[f]]
+    if missing or changed:
+        problems = [f"{len(names)} {what} ({few(names)})" for what, names in (("missing", missing),
+                                                                          ("changed", changed)) if names]
+        raise ExportError(f"the {len(wanted)} verification photos this export was judged on are not in {folder} as "
+                          f"they were: {'; '.join(problems)}. Point --images at the folder they moved to, or "
+                          "re-export")
+    n = record["synthetic"] if synthetic_n is None else max(synthetic_n, record["synthetic"])
+    inputs = parity_inputs(loaded.spec.input_size, folder, record["seed"], loaded.spec if n else None, n)
+    if set(inputs.photo_digests) != set(wanted):
+        extra = sorted(set(inputs.photo_digests) - set(wanted))
+        raise ExportError(f"{folder} holds {len(extra)} images the export was not judged on ({few(extra)}); keep "
+                          "the verification folder as it was")
+    return inputs

@@ -16,11 +16,9 @@ class ArtifactKind:
     layout: str  # input layout: NCHW or NHWC
     runtime: str  # runtimes key: onnxruntime | litert | coreml
     backend: str  # bench row name
-    tolerance: tuple[str, str] | None = None  # row of exporters.tolerances; default (format, precision)
-
-    @property
-    def tolerance_key(self) -> tuple[str, str]:
-        return self.tolerance or (self.format, self.precision)
+    #: what the file computes in, which decides how it is judged (exporters/gates.py): "fp32" (correct
+    #: to the fp32 noise floor), "fp16-weights", "fp16" or "int8" (cost within the budget)
+    arithmetic: str
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"

@@ -19,7 +19,7 @@ from models.spec import BBOX_3D_DEPTH_MM, ModelSpec
 from runtimes.versions import version_of
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 2  # 2: artifacts name the runtime that verified them
+SCHEMA_VERSION = 3  # 2: artifacts name their runtime; 3: verdicts, rejected artifacts, the verification record
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnx2tf", "tensorflow", "ai-edge-litert",
          "ai-edge-quantizer", "coremltools", "numpy")
 
@@ -36,7 +36,7 @@ class Artifact:
     bytes: int
     sha256: str
     runtime: str  # runtimes key that verified it and that the bench times it with
-    parity: dict[str, Any]  # ParityReport.to_dict() (+ "evaluated_by")
+    verdict: dict[str, Any]  # gates.Verdict.to_dict() (+ "evaluated_by")
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,14 +49,34 @@ class Artifact:
             "bytes": self.bytes,
             "sha256": self.sha256,
             "runtime": self.runtime,
-            "parity": self.parity,
+            "verdict": self.verdict,
             **({"details": self.details} if self.details else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Artifact":
         return cls(d["file"], d["format"], d["precision"], d["layout"], tuple(d["input_shape"]), d["bytes"],
-                   d["sha256"], d["runtime"], d["parity"], d.get("details", {}))
+                   d["sha256"], d["runtime"], d["verdict"], d.get("details", {}))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An artifact that was not published, why, and the figures behind it."""
+
+    file: str
+    format: str
+    precision: str
+    reason: str  # gates.CONVERSION_ERROR | gates.OVER_BUDGET | "conversion failed" | "not built"
+    detail: str  # one line with the figures
+    verdict: dict[str, Any] | None = None  # gates.Verdict.to_dict() when the file was measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "format": self.format, "precision": self.precision, "reason": self.reason,
+                "detail": self.detail, **({"verdict": self.verdict} if self.verdict else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Rejection":
+        return cls(d["file"], d["format"], d["precision"], d["reason"], d["detail"], d.get("verdict"))
 
 
 def output_description(spec: ModelSpec) -> dict[str, Any]:
@@ -117,19 +137,21 @@ class Manifest:
     input: dict[str, Any]  # InputContract.to_dict() + layout_per_format
     output: dict[str, Any]
     joints: dict[str, Any]  # JointSet.to_dict()
-    verification_inputs: tuple[str, ...]
-    judged_on: str  # the input group precision is judged on
+    verification: dict[str, Any]  # InputSet.record(): the inputs every artifact was judged on
+    gates: dict[str, Any]  # noise floor, factor, budgets (exporters/gates.py)
     artifacts: tuple[Artifact, ...]
     versions: dict[str, str]
     stage_seconds: dict[str, float]
+    rejected: tuple[Rejection, ...] = ()
     calibration: dict[str, Any] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def build(cls, loaded: LoadedCheckpoint, contract: InputContract, artifacts: list[Artifact],
-              stage_seconds: dict[str, float], verification_inputs: tuple[str, ...], judged_on: str,
-              calibration: dict[str, Any] | None = None, skipped: dict[str, str] | None = None) -> "Manifest":
+              stage_seconds: dict[str, float], verification: dict[str, Any], gates: dict[str, Any],
+              rejected: list[Rejection] = (), calibration: dict[str, Any] | None = None,
+              skipped: dict[str, str] | None = None) -> "Manifest":
         spec = loaded.spec
         layouts = {a.format: a.layout for a in artifacts}
         return cls(
@@ -139,11 +161,12 @@ class Manifest:
             input={**contract.to_dict(), "layout_per_format": layouts},
             output=output_description(spec),
             joints=joint_set_for(spec.joints).to_dict(),
-            verification_inputs=tuple(verification_inputs),
-            judged_on=judged_on,
+            verification=verification,
+            gates=gates,
             artifacts=tuple(artifacts),
             versions=tool_versions(),
             stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
+            rejected=tuple(rejected),
             calibration=calibration,
             skipped=dict(skipped or {}),
         )
@@ -155,6 +178,10 @@ class Manifest:
     @property
     def files(self) -> set[str]:
         return {a.file for a in self.artifacts}
+
+    @property
+    def judged_on(self) -> str:
+        return self.verification["judged_on"]
 
     def with_artifacts(self, artifacts: list[Artifact]) -> "Manifest":
         return replace(self, artifacts=tuple(artifacts))
@@ -168,9 +195,10 @@ class Manifest:
             "input": self.input,
             "output": self.output,
             "joints": self.joints,
-            "verification_inputs": list(self.verification_inputs),
-            "judged_on": self.judged_on,
+            "verification": self.verification,
+            "gates": self.gates,
             "artifacts": [a.to_dict() for a in self.artifacts],
+            "rejected": [r.to_dict() for r in self.rejected],
             "versions": self.versions,
             "stage_seconds": self.stage_seconds,
         }
@@ -197,11 +225,12 @@ class Manifest:
                 input=d["input"],
                 output=d["output"],
                 joints=d["joints"],
-                verification_inputs=tuple(d["verification_inputs"]),
-                judged_on=d["judged_on"],
+                verification=d["verification"],
+                gates=d["gates"],
                 artifacts=tuple(Artifact.from_dict(a) for a in d["artifacts"]),
                 versions=d["versions"],
                 stage_seconds=d["stage_seconds"],
+                rejected=tuple(Rejection.from_dict(r) for r in d.get("rejected", [])),
                 calibration=d.get("calibration"),
                 skipped=d.get("skipped", {}),
             )

@@ -1,9 +1,10 @@
 """`convnextpose export`: load + check the checkpoint, then build every requested format of the
-format table (exporters/formats.py), each artifact verified against the PyTorch reference.
+format table (exporters/formats.py), each artifact judged (exporters/gates.py).
 
-Every artifact is written into a private staging folder inside OUT, verified there, and only when
-every requested stage passed are the files renamed into OUT and the manifest written. A failed or
-interrupted run leaves OUT as it was.
+Every artifact is written into a private staging folder inside OUT and judged there. Those that
+pass are renamed into OUT and the manifest is written last, listing them and the rejected ones
+with their reasons; one rejected artifact does not hold back the others. A run that publishes
+nothing, fails, or is interrupted leaves OUT as it was.
 """
 
 from __future__ import annotations
@@ -19,19 +20,25 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.errors import ConvNeXtPoseError, ExportError
+from common.images import list_images
 from common.tables import format_table
 from exporters.contract import InputContract, fold_normalization
 from exporters.export_run import ExportOptions, ExportRun
-from exporters.formats import resolve_formats
+from exporters.formats import ExportFormat, get_format, resolve_formats
+from exporters.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
 from exporters.inputs import inputs_for
-from exporters.manifest import Artifact, Manifest, embedded_metadata, listed_files
-from exporters.parity import reference_joints
+from exporters.manifest import Artifact, Manifest, Rejection, embedded_metadata, listed_files
+from exporters.references import References
+from exporters.stages import NOT_BUILT
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.spec import spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
 from models.training.reference import CACHE_DIR, reference_checkpoint
+from models.training.shipped import shipped_weights
 
 log = logging.getLogger(__name__)
+
+CONVERSION_FAILED = "conversion failed"
 
 __all__ = ["ExportOptions", "ExportResult", "default_checkpoint", "run_export", "summary_table"]
 
@@ -40,15 +47,22 @@ __all__ = ["ExportOptions", "ExportResult", "default_checkpoint", "run_export", 
 class ExportResult:
     out_dir: Path
     manifest: Manifest
-    artifacts: list[Artifact]
+    artifacts: list[Artifact]  # published
+    rejected: list[Rejection]
+
+    @property
+    def exit_code(self) -> int:
+        """0: every requested artifact published; 3: some rejected, the rest published."""
+        return 3 if self.rejected else 0
 
 
 def default_checkpoint(variant: str, joints: int, seed: int, untrained: bool = False) -> Path:
-    """The built-in checkpoint, cached under artifacts/checkpoints/: the trained-synthetic reference
-    weights (trained once, ~15 min on 2 cores), or with ``untrained`` a synthetic untrained one."""
+    """The built-in checkpoint: the trained-synthetic reference weights (shipped in weights/ for XS
+    and S; trained once and cached under artifacts/checkpoints/ for the others), or with
+    ``untrained`` a synthetic untrained one."""
     spec = spec_for(variant, joints)
     if not untrained:
-        return reference_checkpoint(spec, seed)
+        return shipped_weights(variant, joints, seed) or reference_checkpoint(spec, seed)
     path = CACHE_DIR / f"synthetic-untrained-{variant}-j{joints}-seed{seed}.pth.tar"
     if not path.exists():
         write_synthetic_checkpoint(spec, path, seed=seed)
@@ -93,7 +107,11 @@ def _load(options: ExportOptions) -> LoadedCheckpoint:
 
 
 def run_export(options: ExportOptions) -> ExportResult:
+    """Build every requested format; publish what passed. Raises ExportError (exit 2) when nothing could
+    be published, or with ``strict`` when anything was rejected; OUT is then left as it was."""
     formats = resolve_formats(options.formats)
+    if options.calib_dir is not None:
+        list_images(options.calib_dir, "calibration", ExportError)  # a bad --calib fails now, not after minutes
     timings: dict[str, float] = {}
     start = time.perf_counter()
     loaded = _load(options)
@@ -101,57 +119,99 @@ def run_export(options: ExportOptions) -> ExportResult:
     contract = InputContract.for_spec(spec, options.fold_normalization)
     model = fold_normalization(loaded.build_model()) if options.fold_normalization else loaded.build_model()
     inputs = inputs_for(loaded, options.images_dir, options.seed)
-    reference = reference_joints(loaded, inputs.images)
+    references = References.of(loaded, inputs.images)
+    log.info("loaded %s (%s, %s params); verification set: %d inputs; fp32 noise floor %.2g heatmap px",
+             loaded.path, spec.name, f"{spec.params:,}", len(inputs), references.noise_px)
     timings["load"] = time.perf_counter() - start
-    log.info("loaded %s (%s, %s params); verification set: %d inputs", loaded.path, spec.name,
-             f"{spec.params:,}", len(inputs))
 
     out_dir = Path(options.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    run = ExportRun(options, loaded, contract, model, inputs, reference, staging,
-                    embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
+    run = ExportRun(options, loaded, contract, model, inputs, references, Budgets.uniform(options.max_error_px),
+                    staging, embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
     try:
         for fmt in tqdm(formats, desc="export", unit="stage", disable=None):
-            log.info("stage %s ...", fmt.name)
             t0 = time.perf_counter()
-            try:
-                fmt.build(run, fmt)
-            except ConvNeXtPoseError as exc:
-                raise ExportError(f"stage '{fmt.name}' failed: {exc}") from None
-            except Exception as exc:  # converter crashes: name the stage, keep the detail
-                log.debug("stage %s crashed", fmt.name, exc_info=True)
-                raise ExportError(f"stage '{fmt.name}' failed: {type(exc).__name__}: {exc}") from None
+            _build(run, fmt)
             timings[fmt.name] = time.perf_counter() - t0
             log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
         timings["total"] = time.perf_counter() - start
-        manifest = Manifest.build(loaded, contract, run.artifacts, timings, inputs.sources, inputs.judged_group,
-                                  run.calibration, run.skipped)
+        if not run.artifacts or (options.strict and run.rejected):
+            raise ExportError(_nothing_published(run, options.strict))
+        manifest = Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
+                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped)
         _publish(run, out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(summary_table(run.artifacts, out_dir, loaded))
-    for stage, reason in run.skipped.items():
-        print(f"skipped {stage}: {reason}")
-    return ExportResult(out_dir, manifest, run.artifacts)
+    print(summary_table(manifest, out_dir))
+    return ExportResult(out_dir, manifest, run.artifacts, run.rejected)
 
 
-def summary_table(artifacts: list[Artifact], out_dir: Path, loaded: LoadedCheckpoint) -> str:
+def _build(run: ExportRun, fmt: ExportFormat) -> None:
+    """One stage; a crash rejects the artifacts it had not settled yet, and the export goes on."""
+    missing = [r for r in fmt.requires if not any(run.published(k.format, k.precision)
+                                                  for k in get_format(r).artifacts)]
+    if missing:
+        for kind in fmt.artifacts:
+            run.reject(kind, NOT_BUILT, f"it is built from the {', '.join(missing)} artifacts, none of which "
+                                        "was published")
+        return
+    log.info("stage %s ...", fmt.name)
+    try:
+        fmt.build(run, fmt)
+    except Exception as exc:  # converter crashes: name the stage, keep the detail, keep going
+        log.debug("stage %s crashed", fmt.name, exc_info=True)
+        detail = str(exc) if isinstance(exc, ConvNeXtPoseError) else f"{type(exc).__name__}: {exc}"
+        for kind in fmt.artifacts:
+            if not run.settled(kind):
+                run.reject(kind, CONVERSION_FAILED, f"stage '{fmt.name}' failed: {detail}")
+
+
+def _nothing_published(run: ExportRun, strict: bool) -> str:
+    head = ("--strict: an artifact was rejected, so nothing was published" if strict and run.artifacts
+            else "no artifact passed its checks, so nothing was published")
+    lines = [f"  {r.file}: {r.reason}: {r.detail}" for r in run.rejected]
+    return "\n".join([f"{head}; {run.options.out_dir} is unchanged:", *lines])
+
+
+def gates_record(references: References, budgets: Budgets) -> dict:
+    """The manifest's ``gates``: what every verdict was measured against."""
+    return {"fp32_noise_floor_px": references.noise_px, "noise_factor": NOISE_FACTOR,
+            "floor_input_px": FLOOR_INPUT_PX, "budgets_input_px": budgets.to_dict(),
+            "cost_statistic": "p99 of the 2-D joint error vs PyTorch fp32 over the judged inputs, input px",
+            "emulation_factor": EMULATION_FACTOR}
+
+
+def _verdict_cells(v: dict) -> tuple[str, str, str]:
+    conv = v.get("conversion")
+    check = f"{conv['max_input_px']:.2g} <= {conv['tolerance_input_px']:.2g}" if conv and conv["passed"] else (
+        f"{conv['max_input_px']:.2g} > {conv['tolerance_input_px']:.2g}" if conv else "-")
+    cost = v["cost"]["p99_input_px"]
+    budget = v.get("budget_input_px")
+    cost_cell = f"{cost:.2g}" + (f" {'<=' if cost <= budget else '>'} {budget:g}" if budget is not None else "")
+    sens = v.get("sensitivity")
+    return check, cost_cell, f"{sens['p99_input_px']:.2g}" if sens else "-"
+
+
+def summary_table(manifest: Manifest, out_dir: Path) -> str:
     rows, notes = [], []
-    for a in artifacts:
-        p = a.parity
-        mark = ""
-        if p.get("evaluated_by"):
-            if p["evaluated_by"] not in notes:
-                notes.append(p["evaluated_by"])
-            mark = "*" * (notes.index(p["evaluated_by"]) + 1)
-        rows.append((a.file, a.format, a.precision, f"{a.layout} {'x'.join(map(str, a.input_shape))}",
-                     f"{a.bytes / 1e6:.1f}", f"{p['max_abs_px']:.2e}", f"{p['max_abs_input_px']:.2e}",
-                     f"{p['gate']} {p['p99_xy_judged_px'] if p['gate'] == 'p99' else p['max_abs_px']:.2g} <= "
-                     f"{p['tolerance_px']:g}", p["status"] + mark))
-    table = format_table(("file", "format", "precision", "input", "size MB", "max |d| hm px", "input px", "gate",
-                          "status"), rows)
-    title = f"ConvNeXtPose {loaded.spec.name} -> {out_dir}"
-    if loaded.synthetic:
-        title += f"   [SYNTHETIC WEIGHTS: {loaded.synthetic['kind']}]"
-    return "\n".join([title, table, *(f"{'*' * (i + 1)} parity by the {n}" for i, n in enumerate(notes))])
+    for a in manifest.artifacts:
+        by = a.verdict.get("evaluated_by")
+        if by and by not in notes:
+            notes.append(by)
+        mark = "*" * (notes.index(by) + 1) if by else ""
+        rows.append((a.file, a.format, a.precision, f"{a.bytes / 1e6:.1f}", *_verdict_cells(a.verdict),
+                     "published" + mark))
+    for r in manifest.rejected:
+        cells = _verdict_cells(r.verdict) if r.verdict else ("-", "-", "-")
+        rows.append((r.file, r.format, r.precision, "-", *cells, f"REJECTED: {r.reason}"))
+    table = format_table(("file", "format", "precision", "MB", "fp32 check, input px", "cost p99 input px",
+                          "PyTorch same precision", "status"), rows)
+    title = f"ConvNeXtPose {manifest.spec.name} -> {out_dir}"
+    info = manifest.checkpoint.get("synthetic_info")
+    if info:
+        title += f"   [SYNTHETIC WEIGHTS: {info['kind']}]"
+    lines = [title, table, *(f"{'*' * (i + 1)} measured by the {n}" for i, n in enumerate(notes))]
+    lines += [f"rejected {r.file}: {r.reason}: {r.detail}" for r in manifest.rejected]
+    lines += [f"skipped {stage}: {reason}" for stage, reason in manifest.skipped.items()]
+    return "\n".join(lines)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 
 from exporters import to_coreml, to_onnx, to_tflite, to_tflite_int8
-from exporters.calibration import choose_calibration
+from exporters.calibration import CALIBRATED, choose_calibration
 from exporters.export_run import ExportRun
 from exporters.kinds import ExportFormat
 from exporters.mobile_graph import for_xnnpack
 from exporters.simplify import simplify_onnx
-from exporters.tolerances import CALIBRATED
 from runtimes.litert import SIGNATURE_KEY, delegated_nodes
 
 log = logging.getLogger(__name__)
+
+NOT_BUILT = "not built"
 
 
 def build_onnx(run: ExportRun, fmt: ExportFormat) -> None:
@@ -58,9 +59,14 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
     """int8-dynamic, int8-w8a8-mixed, int8-w8a8-pw from the verified fp32 .tflite (to_tflite_int8)."""
     q = to_tflite_int8
     o = run.options
-    if run.skip_untrained("tflite-int8"):
+    if run.skip_untrained("tflite-int8", fmt.artifacts):
         return
-    fp32 = run.staging / f"{run.stem}_fp32.tflite"
+    source = run.published("tflite", "fp32")
+    if source is None:
+        for kind in fmt.artifacts:
+            run.reject(kind, NOT_BUILT, "it is quantised from the fp32 .tflite, which was not published")
+        return
+    fp32 = run.staging / source.file
     choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
     run.calibration = choice.to_manifest()
     log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
@@ -94,7 +100,7 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
     for kind in fmt.artifacts:
         target = targets[(kind.format, kind.precision)]
         # compressed packages are for trained weights only (README "Integer artifacts")
-        if target.compression and run.skip_untrained(f"coreml {kind.precision}"):
+        if target.compression and run.skip_untrained(f"coreml {kind.precision}", (kind,)):
             continue
         path = run.path_for(kind)
         run.verify(path, kind, to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata))

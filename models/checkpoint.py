@@ -174,7 +174,8 @@ def check_values(state: Mapping[str, torch.Tensor], path: Path) -> tuple[dict[st
         raise CheckpointError(f"{path}: tensors with a wrong dtype: {_summarise(wrong_dtype)}")
     if non_finite:
         raise CheckpointError(f"{path}: tensors with non-finite values: {_summarise(non_finite)}")
-    warnings = [f"cast to float32: {_summarise(cast)}"] if cast else []
+    dtypes = sorted({c.rsplit("(", 1)[1].rstrip(")") for c in cast})
+    warnings = [f"{len(cast)} tensors stored as {', '.join(dtypes)}: cast to float32"] if cast else []
     return out, warnings
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from runtimes import coreml, litert, onnxrt
 from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "Session", "open_session", "run_artifact"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "RUNTIME_PACKAGES", "Session", "open_session", "run_artifact"]
 
 #: Runtime key (what an artifact kind names, and the manifest records) -> opener(path, threads, layout).
 RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
@@ -24,6 +24,10 @@ RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
     "litert": litert.open_session,
     "coreml": coreml.open_session,
 }
+
+
+#: The package whose version decides what a runtime computes (recorded in the manifest at export).
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "coreml": "coremltools"}
 
 
 def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW") -> Session:

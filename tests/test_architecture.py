@@ -136,8 +136,7 @@ def _copy_onnx(run, fmt) -> None:
 def dummy_format(monkeypatch):
     from exporters import formats
 
-    kind = formats.ArtifactKind("onnx-copy", "fp32", ".copy.onnx", "NCHW", "onnxruntime", "onnx-copy",
-                                tolerance=("onnx", "fp32"))
+    kind = formats.ArtifactKind("onnx-copy", "fp32", ".copy.onnx", "NCHW", "onnxruntime", "onnx-copy", "fp32")
     row = formats.ExportFormat("onnx-copy", "the ONNX file again, under another suffix (a test row)", (kind,),
                                _copy_onnx, requires=("onnx",), default=False)
     monkeypatch.setattr(formats, "FORMATS", [*formats.FORMATS, row])
@@ -172,8 +171,8 @@ def test_a_new_format_row_is_exported_verified_benched_and_rechecked(dummy_forma
     run_export(ExportOptions(out_dir=out, checkpoint=ckpt, formats=("onnx", "onnx-copy")))
     copy = next(a for a in Manifest.read(out).artifacts if a.format == "onnx-copy")
     assert copy.file == "convnextpose-custom.copy.onnx" and copy.runtime == "onnxruntime"
-    assert (out / copy.file).is_file() and copy.parity["status"] == "passed"
-    assert {c["file"]: c["status"] for c in check_artifacts(out)}[copy.file] == "passed"
+    assert (out / copy.file).is_file() and copy.verdict["status"] == "published"
+    assert {c["file"]: c["status"] for c in check_artifacts(out)}[copy.file] == "published"
     bench = run_bench(BenchOptions(out_dir=out, only=("onnx-copy",),
                                    settings=LatencySettings(warmup_runs=1, min_runs=3, min_seconds=0.0)))
     (row,) = bench["backends"]

@@ -94,8 +94,14 @@ def to_legacy_head_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def save_atomic(payload: dict, out: Path) -> None:
-    """torch.save through a temporary name: a checkpoint file is complete or absent."""
-    write_atomic(Path(out), lambda tmp: torch.save(payload, tmp))
+    """torch.save through a temporary name: a checkpoint file is complete or absent. Saved through a
+    file object, so the archive's inner folder is "archive" and the bytes do not depend on the name."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    write_atomic(Path(out), write)
 
 
 def write_synthetic_checkpoint(

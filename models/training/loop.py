@@ -98,6 +98,46 @@ def initial_model(spec: ModelSpec, seed: int, init: str) -> ConvNeXtPose:
     return ConvNeXtPose(spec)
 
 
+#: Rendering runs beside training on the same cores and adds to a step (README); with it the estimate
+#: for XS was 10.1 min against a 10.2-min run on the same 2-core machine.
+RENDER_OVERHEAD = 1.4
+
+
+def estimate_seconds(spec: ModelSpec, schedule: Schedule, threads: int = 2, timed_steps: int = 3) -> float:
+    """Wall seconds a step-mode run of ``schedule`` will take here, from timing a few real training
+    steps (random images, same autocast, layout and kernels) at each input size it trains at."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = initial_model(spec, 0, schedule.init).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    total = 0.0
+    try:
+        with fast_depthwise(model):
+            low_res = schedule.stage(spec, 0.0)
+            phases = [(low_res, round(schedule.steps * schedule.low_res_frac))] if low_res != spec else []
+            phases.append((spec, schedule.steps - sum(n for _, n in phases)))
+            for stage, steps in phases:
+                batch, coords = schedule.batch_for(stage, spec), SoftArgmax3D(stage).coords
+                images = torch.rand(batch, 3, stage.input_size, stage.input_size).contiguous(
+                    memory_format=torch.channels_last)
+                scale = torch.tensor(stage.heatmap_shape[::-1], dtype=torch.float32)
+                targets = torch.rand(batch, spec.joints, 3) * scale
+                times = []
+                for _ in range(timed_steps + 1):  # the first step warms oneDNN up
+                    t0 = time.perf_counter()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=schedule.bf16):
+                        logits = model.heatmaps(normalise(images))
+                    terms = pose_losses(logits, targets, coords, stage, schedule.aux_sigma, schedule.logit_scale)
+                    optimizer.zero_grad(set_to_none=True)
+                    (terms.coordinate + terms.heatmap).backward()
+                    optimizer.step()
+                    times.append(time.perf_counter() - t0)
+                total += float(np.median(times[1:])) * steps
+    finally:
+        torch.set_num_threads(before)
+    return total * RENDER_OVERHEAD
+
+
 def train_model(
     spec: ModelSpec,
     seed: int,

@@ -110,6 +110,10 @@ def reference_checkpoint(
     if path.is_file():
         log.info("reference weights from the cache: %s", path)
         return path
-    log.info("training the %s reference weights once (%s schedule); later calls reuse %s", spec.name,
-             "short CI" if short else "full", path)
+    from models.training.loop import estimate_seconds
+
+    minutes = estimate_seconds(spec, schedule) / 60
+    log.warning("training the %s reference weights once (%s schedule, %d steps): about %.0f min on this machine "
+                "(estimated from timing a few steps); later calls reuse %s", spec.name,
+                "short CI" if short else "full", schedule.steps, minutes, path)
     return write_trained_checkpoint(spec, path, seed=seed, schedule=schedule, progress=progress)

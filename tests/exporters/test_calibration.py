@@ -95,5 +95,31 @@ def test_released_checkpoints_calibrate_on_other_photos_than_the_judged_ones(mak
     assert all(not s.startswith(("random:", "synthetic-eval:")) for s in choice.judged_sources)
     assert choice.judged_group is None and len(choice.calibration) == 64
     # calibrating on the very photos that are verified leaves nothing to judge: refused, not silently overlapped
-    with pytest.raises(ExportError, match="cover every verification photo"):
+    with pytest.raises(ExportError, match="contain every one of the 5 verification photos"):
         choose_calibration(loaded, inputs, calib_dir=DEFAULT_IMAGES_DIR)
+
+
+def test_calibration_is_disjoint_by_content_not_by_file_name(make_ckpt, tmp_path):
+    """--calib and --images folders that reuse names (000.png, ...) for other pictures are fine; the same
+    pictures under other names are not."""
+    from exporters.calibration import choose_calibration
+    from exporters.inputs import inputs_for
+    from models.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(1)
+    for folder in ("verify", "calib"):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i:03d}.png")
+    loaded = load_checkpoint(make_ckpt("XS"), "XS")
+    inputs = inputs_for(loaded, tmp_path / "verify")
+    choice = choose_calibration(loaded, inputs, calib_dir=tmp_path / "calib")
+    assert choice.judged.sum() == 3 and choice.judged_group is None  # same names, other pictures: all judged
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for i in range(3):  # the verification pictures, re-encoded as JPEG-free PNG copies under new names
+        with Image.open(tmp_path / "verify" / f"{i:03d}.png") as img:
+            img.convert("RGB").save(renamed / f"copy-{i}.png")
+    with pytest.raises(ExportError, match="contain every one of the 3 verification photos") as err:
+        choose_calibration(loaded, inputs, calib_dir=renamed)
+    assert "000.png, 001.png, 002.png" in str(err.value)

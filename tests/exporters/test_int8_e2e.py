@@ -12,10 +12,11 @@ import pytest
 
 from exporters import to_tflite_int8
 from exporters.calibration import int8_judged_mask
+from exporters.gates import Budgets, judge
 from exporters.inputs import inputs_for
 from exporters.manifest import MANIFEST_NAME, Manifest
-from exporters.parity import check, reference_joints
 from exporters.pipeline import ExportOptions, run_export
+from exporters.references import References
 from exporters.to_tflite import read_metadata
 from exporters.verify import check_artifacts
 from models.checkpoint import load_checkpoint
@@ -46,9 +47,11 @@ def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):
     checks = {c["file"]: c for c in check_artifacts(out)}
     for precision in INT8:
         art, rerun = arts[precision], checks[arts[precision]["file"]]
-        assert rerun["status"] == "passed" and rerun["gate"] == "p99", rerun
-        assert rerun["n_judged"] == 10  # the synthetic EVAL images, not the photos or noise
-        assert rerun["p99_xy_judged_px"] == pytest.approx(art["parity"]["p99_xy_judged_px"], rel=1e-3, abs=1e-6)
+        assert rerun["status"] == "published" and rerun["arithmetic"] == "int8", rerun
+        assert rerun["cost"]["n_inputs"] == 10  # the synthetic EVAL images, not the photos or noise
+        assert rerun["cost"]["p99_input_px"] <= rerun["budget_input_px"]
+        assert rerun["cost"]["p99_input_px"] == pytest.approx(art["verdict"]["cost"]["p99_input_px"], rel=1e-3,
+                                                              abs=1e-6)
         # smaller than fp32, and XNNPACK takes the whole graph (one partition: the fast path)
         assert art["bytes"] < 0.4 * arts["fp32"]["bytes"]
         assert read_metadata(out / art["file"])["variant"] == "XS"  # the app contract survives quantisation
@@ -58,8 +61,8 @@ def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):
         assert joints["dtype"] == np.float32 and list(joints["shape"]) == [1, 18, 3]
         xnn = art["details"]["xnnpack"]
         assert xnn["partitions"] == 1 and xnn["delegated_nodes"] == xnn["nodes"], xnn
-    assert checks[arts["int8-dynamic"]["file"]]["p99_xy_judged_px"] < checks[arts["int8-w8a8-mixed"]["file"]][
-        "p99_xy_judged_px"]
+    dynamic, static = (checks[arts[p]["file"]]["cost"]["p99_input_px"] for p in ("int8-dynamic", "int8-w8a8-mixed"))
+    assert dynamic < static
 
 
 def test_coreml_int8_weights_package_is_half_the_fp16_one_and_inside_its_gate(xs_int8_export):
@@ -70,7 +73,7 @@ def test_coreml_int8_weights_package_is_half_the_fp16_one_and_inside_its_gate(xs
     int8 = packages["int8-weights"]
     assert int8["file"] == "convnextpose-XS_int8-weights.mlpackage" and int8["bytes"] < 0.6 * packages["fp16"]["bytes"]
     rerun = {c["file"]: c for c in check_artifacts(out)}[int8["file"]]
-    assert rerun["status"] == "passed" and rerun["gate"] == "p99"
+    assert rerun["status"] == "published" and rerun["arithmetic"] == "int8"
     assert sys.platform == "darwin" or "reference evaluator" in rerun["evaluated_by"]
 
 
@@ -91,17 +94,15 @@ def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int
     loaded = load_checkpoint(ckpt, "XS")
     manifest = Manifest.read(out)
     inputs = inputs_for(loaded)
-    reference = reference_joints(loaded, inputs.images)
     from exporters.calibration import choose_calibration
 
     calibration = choose_calibration(loaded, inputs).calibration
     broken = to_tflite_int8.StaticRecipe(name="int8-tail-too", float_ops=())
     path = tmp_path / "broken.tflite"
     path.write_bytes(to_tflite_int8.quantize_static(out / "convnextpose-XS_fp32.tflite", calibration, broken))
-    report = check(run_artifact("litert", path, inputs.images, layout="NHWC"), reference, loaded.spec, "tflite",
-                   "int8-w8a8-mixed", int8_judged_mask(manifest, inputs))
-    assert not report.passed and report.p99_xy_judged_px > 1.0, report
-    good = check(run_artifact("litert", out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images,
-                              layout="NHWC"), reference, loaded.spec,
-                 "tflite", "int8-w8a8-mixed", int8_judged_mask(manifest, inputs))
-    assert good.passed and np.isfinite(good.max_abs_px)
+    refs, judged = References.of(loaded, inputs.images), int8_judged_mask(manifest, inputs)
+    report = judge(run_artifact("litert", path, inputs.images, layout="NHWC"), "int8", refs, judged, Budgets())
+    assert report.reason == "precision cost over budget" and report.cost.p99_input_px > 8.0, report.describe()
+    good = judge(run_artifact("litert", out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images,
+                              layout="NHWC"), "int8", refs, judged, Budgets())
+    assert good.published and np.isfinite(good.parity.max_abs_px)
