@@ -1,0 +1,188 @@
+"""Checkpoints this project did not make, exported as a new user would (`convnextpose export`).
+
+Every checkpoint here is built by the test itself, in the released layout, never by the code that
+builds the project's own reference weights (models/training) or its untrained ones
+(models/synthetic): torch's default init, a test-local training loop. What must hold on any of them
+(README "Parity tolerances"): every fp32 artifact is published (a correct conversion is never
+rejected for its rounding); an fp16 or integer artifact is published or rejected only for its
+precision cost, with the figures; a real conversion bug is rejected as a conversion error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from cli import main
+from exporters import pipeline
+from exporters.manifest import MANIFEST_NAME
+from models.network import Block, ConvNeXtPose, DeConv
+from models.preprocessing import normalise
+from models.spec import spec_for
+from models.synthetic.task import TRAIN, render_batch
+
+pytestmark = pytest.mark.e2e
+FP32 = {("onnx", "fp32"), ("onnx-simplified", "fp32"), ("tflite", "fp32"), ("coreml-mlmodel", "fp32")}
+FLOAT_FORMATS = "onnx,tflite,coreml"
+
+
+def _released_layout(model: ConvNeXtPose, path, legacy_head_keys: bool = False, marker: dict | None = None):
+    """{'epoch', 'network' (module. keys), 'optimizer' (AdamW state)} as the released snapshots, written
+    here without the project's writers; M and L snapshots use Sequential indices in the head."""
+    network = {}
+    for key, value in model.state_dict().items():
+        if legacy_head_keys and ".deconv_layers_" in key:
+            for name, index in ((".dwconv.", ".0."), (".norm.", ".1."), (".pwconv.", ".2.")):
+                key = key.replace(name, index)
+        network[f"module.{key}"] = value
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    payload = {"epoch": 24, "network": network, "optimizer": optimizer.state_dict()}
+    if marker:
+        payload["synthetic"] = marker
+    torch.save(payload, path)
+    return path
+
+
+def _untrained(variant: str, seed: int) -> ConvNeXtPose:
+    """Random weights (torch's default init) and BatchNorm statistics of random images."""
+    torch.manual_seed(seed)
+    model = ConvNeXtPose(spec_for(variant)).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 256, 256))
+    return model.eval()
+
+
+def _export(capsys, ckpt, out, *extra) -> tuple[int, dict]:
+    code = main(["export", "--checkpoint", str(ckpt), "--out", str(out), *extra])
+    capsys.readouterr()
+    manifest = json.loads((out / MANIFEST_NAME).read_text()) if (out / MANIFEST_NAME).is_file() else {}
+    return code, manifest
+
+
+def _outcomes(manifest: dict) -> tuple[dict, dict]:
+    published = {(a["format"], a["precision"]): a for a in manifest["artifacts"]}
+    rejected = {(r["format"], r["precision"]): r for r in manifest["rejected"]}
+    return published, rejected
+
+
+def _assert_honest(code: int, manifest: dict, requested: set) -> None:
+    published, rejected = _outcomes(manifest)
+    assert FP32 & requested <= set(published), rejected  # a correct fp32 conversion is never rejected
+    assert set(published) | set(rejected) == requested
+    for key, r in rejected.items():  # reduced precision only, for its cost, with the figures and the budget
+        assert key not in FP32 and r["reason"] == "precision cost over budget", r
+        assert r["verdict"]["cost"]["p99_input_px"] > r["verdict"]["budget_input_px"]
+    for key, art in {**published, **rejected}.items():
+        verdict = art["verdict"]
+        if verdict["arithmetic"].startswith("fp16"):  # PyTorch's own fp16 loss, beside the artifact's
+            assert verdict["sensitivity"]["p99_input_px"] > 0
+    assert code == (3 if rejected else 0)
+
+
+def test_untrained_released_layout_s_without_a_marker(tmp_path, capsys):
+    ckpt = _released_layout(_untrained("S", seed=21), tmp_path / "snapshot_0.pth.tar")
+    code, manifest = _export(capsys, ckpt, tmp_path / "S", "--variant", "S")
+    requested = FP32 | {("tflite", "fp16"), ("coreml-mlpackage", "fp16"), ("tflite", "int8-dynamic"),
+                        ("tflite", "int8-w8a8-mixed"), ("tflite", "int8-w8a8-pw"), ("coreml-mlpackage", "int8-weights")}
+    _assert_honest(code, manifest, requested)
+    assert manifest["checkpoint"]["synthetic"] is False and manifest["verification"]["judged_on"] == "photos"
+
+
+def test_untrained_legacy_key_m_float_formats(tmp_path, capsys):
+    ckpt = _released_layout(_untrained("M", seed=22), tmp_path / "snapshot_M.pth.tar", legacy_head_keys=True)
+    code, manifest = _export(capsys, ckpt, tmp_path / "M", "--variant", "M", "--formats", FLOAT_FORMATS)
+    _assert_honest(code, manifest, FP32 | {("tflite", "fp16"), ("coreml-mlpackage", "fp16"),
+                                           ("coreml-mlpackage", "int8-weights")})
+    assert manifest["checkpoint"]["head_key_style"] == "legacy-indices"
+    assert manifest["spec"]["heatmap_shape"] == [64, 64, 64]
+
+
+def _train_elsewhere(seconds: float = 50.0, seed: int = 11) -> ConvNeXtPose:
+    """XS trained by this test's own loop, seed and schedule on the synthetic task: cross-entropy on the
+    target voxel plus L1 on the soft-argmax, plain AdamW, 256 px. Single-peaked, sharp heatmaps."""
+    torch.manual_seed(seed)
+    spec = spec_for("XS")
+    model = ConvNeXtPose(spec).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    d, h, w = spec.heatmap_shape
+    start, step = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        batch = render_batch(spec, seed, step * 8, 8, TRAIN)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model.heatmaps(normalise(batch.images))
+        logits = logits.float().reshape(8, spec.joints, -1)
+        voxel = batch.targets.round().long()
+        index = (voxel[..., 2].clamp(0, d - 1) * h + voxel[..., 1].clamp(0, h - 1)) * w + voxel[..., 0].clamp(0, w - 1)
+        joints = torch.softmax(logits, -1) @ model.soft_argmax.coords
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1), index.flatten())
+        loss = ce + (joints - batch.targets).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+    return model.eval()
+
+
+def test_a_checkpoint_trained_elsewhere_publishes_every_float_artifact(tmp_path, capsys):
+    model = _train_elsewhere()
+    with torch.no_grad():
+        probs = torch.softmax(model.heatmaps(torch.zeros(1, 3, 256, 256)).flatten(2), -1)
+    assert float(probs.amax(-1).median()) > 0.005  # peaked, unlike untrained weights (~1 / 32768)
+    marker = {"kind": "trained-synthetic", "note": "trained by tests/exporters/test_foreign_checkpoints.py"}
+    ckpt = _released_layout(model, tmp_path / "elsewhere.pth", marker=marker)
+    code, manifest = _export(capsys, ckpt, tmp_path / "XS", "--variant", "XS")
+    published, rejected = _outcomes(manifest)
+    assert FP32 | {("tflite", "fp16"), ("coreml-mlpackage", "fp16")} <= set(published), rejected
+    assert manifest["verification"]["judged_on"] == "synthetic" and code in (0, 3)
+    assert all(r["reason"] == "precision cost over budget" for r in rejected.values())
+
+
+# ---- conversion bugs must still be caught, whatever the checkpoint ------------------------------------
+def _align_corners_false(model: ConvNeXtPose) -> ConvNeXtPose:
+    for layer in model.modules():
+        if isinstance(layer, DeConv) and isinstance(layer.upsample, nn.UpsamplingBilinear2d):
+            layer.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+    return model
+
+
+def _one_batchnorm_dropped(model: ConvNeXtPose) -> ConvNeXtPose:
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    blocks[len(blocks) // 2].norm = nn.Identity()
+    return model
+
+
+@pytest.mark.parametrize("bug", [_align_corners_false, _one_batchnorm_dropped], ids=["align_corners", "batchnorm"])
+@pytest.mark.parametrize("weights", ["untrained", "reference"])
+def test_an_injected_conversion_bug_is_rejected_as_a_conversion_error(bug, weights, make_ckpt, tmp_path, capsys,
+                                                                      monkeypatch):
+    """The graph handed to every converter is wrong; the checkpoint (and so the reference) is right.
+
+    Untrained here means the project's untrained file (BatchNorm statistics measured, peaked logits):
+    on torch's default init the heatmaps are so flat that every joint sits at the centre whatever the
+    graph does -- a bug there changes nothing an app could see, so no gate can (or needs to) see it."""
+    real = pipeline.fold_normalization
+    monkeypatch.setattr(pipeline, "fold_normalization", lambda model: bug(real(model)))
+    ckpt = make_ckpt("XS") if weights == "untrained" else pipeline.default_checkpoint("XS", 18, 0)
+    out = tmp_path / "XS"
+    code = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--variant", "XS", "--formats", "onnx,coreml"])
+    err = capsys.readouterr().err
+    assert code == 2 and not any(out.iterdir())  # nothing passed: nothing published, OUT untouched
+    assert "Traceback" not in err
+    lines = {line.split(":")[0].strip(): line for line in err.splitlines() if line.startswith("  convnextpose-XS")}
+    assert set(lines) == {"convnextpose-XS.onnx", "convnextpose-XS.sim.onnx", "convnextpose-XS.mlmodel",
+                          "convnextpose-XS.mlpackage"} | ({"convnextpose-XS_int8-weights.mlpackage"}
+                                                          if weights == "reference" else set())
+    for name in ("convnextpose-XS.onnx", "convnextpose-XS.sim.onnx", "convnextpose-XS.mlmodel"):
+        assert ": conversion error: max deviation from the exact reference" in lines[name], lines[name]
+        deviation = float(lines[name].split("exact reference ")[1].split(" input px")[0])
+        tolerance = float(lines[name].split("> tolerance ")[1].split(" ")[0])
+        assert deviation > 3 * tolerance, lines[name]
+    assert ": conversion error: cost p99" in lines["convnextpose-XS.mlpackage"]  # far beyond PyTorch's own fp16
