@@ -1,4 +1,4 @@
-"""`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, bench, profile, demo.
+"""`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, verify, bench, profile, demo.
 
 Exit codes: 0 done; 3 export published some artifacts and rejected others (the summary and the
 manifest say which and why); 2 a user error (bad checkpoint, mismatch, bad option) or nothing could
@@ -11,10 +11,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from common import quiet
 from common.errors import ConvNeXtPoseError
 from models.spec import DEFAULT_JOINTS, REGISTRY
 
@@ -135,6 +135,27 @@ def _export(args: argparse.Namespace) -> int:
     if args.max_error_px is not None and not args.max_error_px > 0:
         raise ConvNeXtPoseError(f"--max-error-px must be a positive number of input pixels, got {args.max_error_px}")
     return run_export(options).exit_code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import torch
+
+    from common.tables import format_table
+    from exporters.verify import check_artifacts
+
+    torch.set_num_threads(args.threads)
+    checks = check_artifacts(args.out, args.images, args.threads)
+    rows = [(c["file"], c["runtime"].split(" (")[0], c["status"] + (f" ({c['reason']})" if c["reason"] else ""),
+             (f"fp32 check {c['conversion']['max_input_px']:.2g} / {c['conversion']['tolerance_input_px']:.2g}"
+              if c["conversion"] else f"cost p99 {c['cost']['p99_input_px']:.2g} / {c['budget_input_px']:g}"))
+            for c in checks]
+    print(format_table(("file", "runtime", "verdict", "input px (measured / allowed)"), rows))
+    failed = [c["file"] for c in checks if c["status"] != "published"]
+    if failed:
+        raise ConvNeXtPoseError(f"{len(failed)} artifact(s) of {args.out} no longer pass their checks here: "
+                                f"{', '.join(failed)}")
+    print(f"{args.out}: every artifact matches its sha256 and passes its checks on this machine")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -259,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all or nothing: any rejected artifact fails the export (exit 2) and OUT is left as it was")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("verify", help="re-hash every artifact of an export and re-run its checks on this machine")
+    p.add_argument("out", type=Path, help="export folder holding manifest.json")
+    p.add_argument("--images", type=Path, help="where the export's verification photos are now, if they moved")
+    p.add_argument("--threads", type=int, default=2, help="threads of every runtime and of PyTorch (default 2)")
+    p.set_defaults(func=_verify)
+
     p = sub.add_parser("bench", help="latency and parity of every exported backend against PyTorch")
     p.add_argument("out", type=Path, nargs="?", help="export folder holding manifest.json")
     p.add_argument("--threads", type=int, default=2, help="threads for every backend (default 2)")
@@ -291,18 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OUR_LOGGERS = ("convnextpose", "common", "models", "runtimes", "exporters", "benchmarks")
+#: Commands that load a converter or a runtime that prints while it loads (TensorFlow, coremltools).
+_CONVERTING = {"export", "verify", "bench", "profile", "demo"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = bool({"-v", "--verbose"} & set(argv))
+    quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
     args = build_parser().parse_args(argv)
+    # Our own packages log progress at INFO; libraries that log to the root logger only warnings (-v: all).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
+        force=True,
     )
-    # Converters log every graph pass at INFO; keep our own progress readable.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for noisy in ("coremltools", "tensorflow", "absl", "onnx2tf"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    for package in OUR_LOGGERS:
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
+        if args.command in _CONVERTING:
+            quiet.import_quietly()
         return args.func(args)
     except ConvNeXtPoseError as exc:
         print(f"error: {exc}", file=sys.stderr)

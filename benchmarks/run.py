@@ -109,6 +109,7 @@ def run_bench(options: BenchOptions) -> dict:
             raise ConvNeXtPoseError(f"unknown backend(s) {sorted(unknown)}; available: {[b.name for b in backends]}")
         backends = [b for b in backends if b.name in options.only]
 
+    manifest.refuse_tampered(out_dir, {b.artifact for b in backends if b.artifact})  # time only verified files
     loaded = manifest.load_checkpoint()
     # the export's own verification set, checked before anything is timed (more synthetic images: a
     # p99 over 18 x 100 joints means something)

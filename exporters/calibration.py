@@ -167,7 +167,7 @@ def _finish(images: np.ndarray, source: str, description: str, file_digests: tup
     if not (np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0):
         raise ExportError(f"calibration images from {source} are not finite values in [0, 1]")
     result = CalibrationSet(images, digest(images), source, description, file_digests)
-    log.info("calibration set: %d x %s from %s, sha256 %s", len(images), images.shape[1:], source, result.sha256[:12])
+    log.debug("calibration set: %d x %s from %s, sha256 %s", len(images), images.shape[1:], source, result.sha256[:12])
     return result
 
 

@@ -95,7 +95,7 @@ class ExportRun:
         artifact = Artifact(path.name, kind.format, kind.precision, kind.layout, shape, size, sha, kind.runtime,
                             record, details or {})
         self.artifacts.append(artifact)
-        log.info("%s: published (%s)", path.name, verdict.describe())
+        log.info("%s: published (%s)", path.name, verdict.headline())
         return artifact
 
     def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None) -> None:

@@ -113,6 +113,13 @@ class Verdict:
     def published(self) -> bool:
         return self.reason is None
 
+    def headline(self) -> str:
+        """The gated figure in a few words."""
+        if self.conversion:
+            c = self.conversion
+            return f"fp32 check {c.max_input_px:.2g} <= {c.tolerance_input_px:.2g} input px"
+        return f"cost p99 {self.cost.p99_input_px:.2g} <= {self.budget_input_px:g} input px"
+
     def describe(self) -> str:
         parts = []
         if self.conversion:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConvNeXtPoseError, ManifestError
-from common.files import write_json_atomic
+from common.files import path_digest, write_json_atomic
 from exporters.contract import OUTPUT_NAME, InputContract
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.joints import joint_set_for
@@ -260,6 +260,27 @@ class Manifest:
             return cls.read(out_dir)
         except ManifestError:
             return None
+
+    def tampered(self, out_dir: Path, files: set[str] | None = None) -> dict[str, str]:
+        """Artifacts (all, or ``files``) that are no longer what was verified: file -> what is wrong."""
+        problems = {}
+        for art in self.artifacts:
+            if files is not None and art.file not in files:
+                continue
+            path = Path(out_dir) / art.file
+            if not path.exists():
+                problems[art.file] = "missing"
+            elif path_digest(path) != (art.bytes, art.sha256):
+                problems[art.file] = "changed since it was verified (sha256 differs from the manifest)"
+        return problems
+
+    def refuse_tampered(self, out_dir: Path, files: set[str] | None = None) -> None:
+        """ManifestError naming every artifact that is missing or changed."""
+        problems = self.tampered(out_dir, files)
+        if problems:
+            listed = "; ".join(f"{f}: {why}" for f, why in problems.items())
+            raise ManifestError(f"{out_dir}: {len(problems)} artifact(s) are not the verified ones ({listed}); "
+                                "re-export, or restore the files")
 
     def load_checkpoint(self) -> LoadedCheckpoint:
         """The checkpoint this export was made from, checked against the manifest's spec and sha256."""

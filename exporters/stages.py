@@ -31,7 +31,7 @@ def build_onnx(run: ExportRun, fmt: ExportFormat) -> None:
                                                   o.dynamic_batch))
     simplified = run.path_for(simplified_kind)
     details = simplify_onnx(raw, simplified, o.simplifier, run.metadata)
-    log.info("simplified with %s: %d -> %d nodes", o.simplifier, details["nodes_before"], details["nodes_after"])
+    log.debug("simplified with %s: %d -> %d nodes", o.simplifier, details["nodes_before"], details["nodes_after"])
     run.verify(simplified, simplified_kind, details)
 
 

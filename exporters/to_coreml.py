@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.quiet import hushed
 from exporters.contract import INPUT_NAME, OUTPUT_NAME, InputContract
 from models.network import ConvNeXtPose
 
@@ -159,18 +160,20 @@ def export_coreml(
     if target.convert_to == "mlprogram":
         kwargs["compute_precision"] = (ct.precision.FLOAT16 if target.compute_precision == "fp16"
                                        else ct.precision.FLOAT32)
-    mlmodel = ct.convert(
-        traced,
-        inputs=[ct.TensorType(name=INPUT_NAME, shape=contract.shape_nchw)],
-        outputs=[ct.TensorType(name=OUTPUT_NAME)],
-        convert_to=target.convert_to,
-        minimum_deployment_target=getattr(ct.target, target.min_target),
-        **kwargs,
-    )
+    with hushed():  # coremltools' pass-by-pass progress bars
+        mlmodel = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name=INPUT_NAME, shape=contract.shape_nchw)],
+            outputs=[ct.TensorType(name=OUTPUT_NAME)],
+            convert_to=target.convert_to,
+            minimum_deployment_target=getattr(ct.target, target.min_target),
+            **kwargs,
+        )
     details = {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target}
     if target.compression:
         compress, config, describe = _compression_config(target)
-        mlmodel = compress(mlmodel, config=config)
+        with hushed():
+            mlmodel = compress(mlmodel, config=config)
         ops = _op_counts(mlmodel)
         constexpr = {op: n for op, n in sorted(ops.items()) if op.startswith("constexpr_")}
         if not constexpr:
@@ -178,7 +181,7 @@ def export_coreml(
                                f"{target.weight_threshold} elements)")
         details |= {"compute_precision": target.compute_precision,
                     "compression": describe | {"constexpr_ops": constexpr}}
-        log.info("Core ML %s: %s", target.precision, constexpr)
+        log.debug("Core ML %s: %s", target.precision, constexpr)
     mlmodel.author = "convnextpose-export"
     mlmodel.short_description = f"ConvNeXtPose {metadata['variant']} 3D human pose ({target.precision}" + (
         f", {target.compute_precision} activations, iOS 16+)" if target.compression else ")")

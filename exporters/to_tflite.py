@@ -9,7 +9,6 @@ the names `image` -> `joints`. onnx2tf reads a calibration sample from the worki
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ExportError
+from common.quiet import hushed
 from exporters.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes.litert import SIGNATURE_KEY, op_names
 
@@ -62,9 +62,8 @@ def onnx_to_saved_model(onnx_path: Path, work_dir: Path, calibration_images: np.
     shutil.copyfile(onnx_path, private)
     np.save(work_dir / ONNX2TF_CALIBRATION_FILE, calibration_sample(calibration_images))
     raw = work_dir / "onnx2tf_saved_model"
-    captured = io.StringIO()
     try:
-        with _working_directory(work_dir), contextlib.redirect_stdout(captured):
+        with _working_directory(work_dir), hushed() as captured:
             onnx2tf.convert(
                 input_onnx_file_path=str(private),
                 output_folder_path=str(raw),

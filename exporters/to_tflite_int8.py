@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.quiet import hushed
 from exporters.calibration import CalibrationSet
 from exporters.contract import INPUT_NAME
 from runtimes.litert import SIGNATURE_KEY
@@ -91,7 +92,8 @@ def dynamic_range(fp32: ModelSource, float_ops: Sequence[str] = DYNAMIC_FLOAT_OP
     q = quantizer.Quantizer(bytearray(_read(fp32)), recipe.dynamic_wi8_afp32())
     for op in float_ops:
         q.update_quantization_recipe(".*", qtyping.TFLOperationName(op), algorithm_key="no_quantize")
-    return bytes(q.quantize(enable_progress_report=False).quantized_model)
+    with hushed():  # its own progress bars
+        return bytes(q.quantize(enable_progress_report=False).quantized_model)
 
 
 def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
@@ -120,8 +122,9 @@ def calibrate(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticReci
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(static_recipe_rules(recipe))
     calib = calibrator.Calibrator(bytearray(_read(fp32)), num_threads=num_threads)
-    calib.calibrate(calibration.signature_data(INPUT_NAME, SIGNATURE_KEY), rm)
-    log.info("calibrated %s on %d images (sha256 %s)", recipe.name, len(calibration), calibration.sha256[:12])
+    with hushed():  # a bar of one step per op and image
+        calib.calibrate(calibration.signature_data(INPUT_NAME, SIGNATURE_KEY), rm)
+    log.debug("calibrated %s on %d images (sha256 %s)", recipe.name, len(calibration), calibration.sha256[:12])
     return calib.get_model_qsvs()
 
 
@@ -132,7 +135,8 @@ def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: Stat
 
     q = quantizer.Quantizer(bytearray(_read(fp32)), static_recipe_rules(recipe))
     qsvs = qsvs if qsvs is not None else calibrate(fp32, calibration, recipe, num_threads)
-    return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
+    with hushed():
+        return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
 
 
 def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:

@@ -25,10 +25,15 @@ def judge_artifact(manifest: Manifest, art: Artifact, joints, refs: References, 
                  budgets_of(manifest))
 
 
-def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int = 2) -> list[dict]:
-    """One verdict (Verdict.to_dict() + file, runtime) per artifact of the export in ``out_dir``."""
+def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int = 2, rehash: bool = True) -> list[dict]:
+    """One verdict (Verdict.to_dict() + file, runtime) per artifact of the export in ``out_dir``.
+
+    ``rehash``: first refuse any artifact whose bytes are not the verified ones (ManifestError);
+    off, a changed file is judged on what it computes."""
     out_dir = Path(out_dir)
     manifest = Manifest.read(out_dir)
+    if rehash:
+        manifest.refuse_tampered(out_dir)
     loaded = manifest.load_checkpoint()
     inputs = recorded_inputs(loaded, manifest.verification, images_dir)
     refs = References.of(loaded, inputs.images)

@@ -162,7 +162,8 @@ def _count(spec: ModelSpec) -> tuple[int, int, int]:
 
 _FEMTO_L = dict(depths=(3, 3, 9, 3), dims=(48, 96, 192, 384))
 
-#: The four released variants (see ../shared/reference/convnextpose.md).
+#: The four released variants (paper and released checkpoints; the facts and their sources are in
+#: tests/models/released_variants.md, which the tests check this registry against).
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (

@@ -70,7 +70,7 @@ def load_coreml(path: Path) -> Graph:
         graph = read_ml_program(spec, model_dir)
     else:
         graph = read_neural_network(spec)
-    log.info("read %s: %s, %d ops (%s), evaluated in %s%s", path.name, graph.format, len(graph.nodes),
+    log.debug("read %s: %s, %d ops (%s), evaluated in %s%s", path.name, graph.format, len(graph.nodes),
              ", ".join(graph.op_types), graph.precision,
              f"; decompressed {graph.decompressed}" if graph.decompressed else "")
     return graph
@@ -93,7 +93,7 @@ def evaluate_coreml(path: Path, inputs_nchw: np.ndarray, threads: int | None = 1
     graph = load_coreml(path)
     start = time.perf_counter()
     outputs = [run_graph(graph, x[None], threads) for x in inputs_nchw]
-    log.info("evaluated %s on %d inputs in %.2f s (%s)", Path(path).name, len(inputs_nchw),
+    log.debug("evaluated %s on %d inputs in %.2f s (%s)", Path(path).name, len(inputs_nchw),
              time.perf_counter() - start, graph.precision)
     return np.concatenate(outputs).astype(np.float32, copy=False)
 

@@ -13,6 +13,7 @@ from benchmarks.latency import LatencySettings, LatencyStats, measure
 from benchmarks.report import BENCH_JSON, BENCH_MD, compare
 from benchmarks.run import BenchOptions, run_bench
 from cli import main
+from exporters.inputs import DEFAULT_IMAGES_DIR
 from exporters.parity import parity_stats
 from models.spec import REGISTRY
 
@@ -66,8 +67,11 @@ def test_reports_are_written(bench):
 
 
 @pytest.mark.e2e
-def test_a_drifted_backend_is_marked_failed(bench, make_ckpt, tmp_path):
-    """Replace the fp16 TFLite by one exported from another seed's weights: its row must fail."""
+def test_a_drifted_backend_is_refused_then_marked_failed(bench, make_ckpt, tmp_path):
+    """Replace the fp16 TFLite by one exported from another seed's weights: the bench refuses to time a file
+    that is not the verified one; with the manifest's hash edited too, its own gate fails the row."""
+    from common.errors import ManifestError
+    from common.files import path_digest
     from exporters.pipeline import ExportOptions, run_export
 
     out, _ = bench
@@ -75,7 +79,15 @@ def test_a_drifted_backend_is_marked_failed(bench, make_ckpt, tmp_path):
     shutil.copytree(out, broken)
     other = run_export(ExportOptions(out_dir=tmp_path / "other", variant="XS", checkpoint=make_ckpt("XS", seed=1),
                                      formats=("tflite",)))
-    (broken / "convnextpose-XS_fp16.tflite").write_bytes((other.out_dir / "convnextpose-XS_fp32.tflite").read_bytes())
+    swapped = broken / "convnextpose-XS_fp16.tflite"
+    swapped.write_bytes((other.out_dir / "convnextpose-XS_fp32.tflite").read_bytes())
+    with pytest.raises(ManifestError, match="convnextpose-XS_fp16.tflite: changed since it was verified"):
+        run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        if art["file"] == swapped.name:
+            art["bytes"], art["sha256"] = path_digest(swapped)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     result = run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
     row = result["backends"][0]
     assert row["status"] == "failed" and row["verdict"]["reason"] == "conversion error", row["verdict"]
@@ -96,12 +108,12 @@ def test_compare_prints_the_change(bench, tmp_path, capsys):
 
 
 @pytest.mark.e2e
-def test_demo_draws_one_panel_per_runnable_backend(bench, tmp_path, shared_dir):
+def test_demo_draws_one_panel_per_runnable_backend(bench, tmp_path):
     from PIL import Image
 
     out, _ = bench
     png = tmp_path / "demo.png"
-    photo = shared_dir / "data" / "people" / "00001.jpg"
+    photo = DEFAULT_IMAGES_DIR / "00001.jpg"
     assert main(["demo", str(photo), "--out", str(out), "--output", str(png)]) == 0
     with Image.open(png) as img:
         assert img.size == (384 * 7, 384)  # pytorch, 2x onnxruntime, 2x tflite, 2x Core ML

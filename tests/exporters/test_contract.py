@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from exporters.contract import InputContract, fold_normalization
-from exporters.inputs import load_images, parity_inputs, square_crops
+from exporters.inputs import DEFAULT_IMAGES_DIR, load_images, parity_inputs, square_crops
 from models.network import build_model
 from models.preprocessing import normalise
 
@@ -34,13 +34,13 @@ def test_contract_states_what_goes_in(tiny_spec):
     assert np.allclose(plain.prepare(rgb)[0, 0], (0.5 - 0.485) / 0.229)
 
 
-def test_people_photos_become_square_crops(shared_dir):
-    photos = load_images(shared_dir / "data" / "people", 64)
+def test_people_photos_become_square_crops():
+    photos = load_images(DEFAULT_IMAGES_DIR, 64)
     assert photos.images.shape[1:] == (3, 64, 64)
     assert photos.images.min() >= 0 and photos.images.max() <= 1
     # the wide group photo gives three crops, the square ones one each
     assert sum(s.startswith("input.jpg") for s in photos.sources) == 3
-    assert len(parity_inputs(64, shared_dir / "data" / "people")) == len(photos) + 3
+    assert len(parity_inputs(64, DEFAULT_IMAGES_DIR)) == len(photos) + 3
 
 
 def test_tall_images_are_cropped_top_and_bottom():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cli import main
-from common.errors import ExportError
+from common.errors import ExportError, ManifestError
 from common.files import path_digest
 from exporters import pipeline, to_tflite
 from exporters.manifest import MANIFEST_NAME
@@ -73,7 +73,9 @@ def test_the_parity_suite_catches_a_drifted_artifact(xs_export, tmp_path):
     onnx.save(proto, str(onnx_path))
     _scale_largest_tflite_buffer(out / "convnextpose-XS_fp32.tflite", 1.5)
 
-    checks = {c["file"]: c for c in check_artifacts(out)}
+    with pytest.raises(ManifestError, match=r"2 artifact\(s\) are not the verified ones.*XS.sim.onnx: changed"):
+        check_artifacts(out)  # by default a changed file is refused before anything runs
+    checks = {c["file"]: c for c in check_artifacts(out, rehash=False)}  # judged on what it computes
     assert checks["convnextpose-XS.sim.onnx"]["reason"] == "conversion error"
     assert checks["convnextpose-XS_fp32.tflite"]["reason"] == "conversion error"
     assert checks["convnextpose-XS.onnx"]["status"] == "published"

@@ -1,4 +1,4 @@
-"""Integer TFLite end to end on trained-like weights (XS, the CI training schedule): calibrated on the
+"""Integer TFLite end to end on trained-like weights (the shipped XS reference weights): calibrated on the
 synthetic task's TRAIN split, judged on its EVAL split, each artifact fast-path delegated, and the
 gate catches a recipe that quantises the soft-argmax tail."""
 
@@ -15,28 +15,15 @@ from exporters.calibration import int8_judged_mask
 from exporters.gates import Budgets, judge
 from exporters.inputs import inputs_for
 from exporters.manifest import MANIFEST_NAME, Manifest
-from exporters.pipeline import ExportOptions, run_export
 from exporters.references import References
 from exporters.to_tflite import read_metadata
 from exporters.verify import check_artifacts
 from models.checkpoint import load_checkpoint
-from models.spec import spec_for
-from models.training.reference import reference_checkpoint
 from runtimes import run_artifact
 from runtimes.litert import interpreter as tflite_interpreter
 
 pytestmark = pytest.mark.e2e
 INT8 = ("int8-dynamic", "int8-w8a8-mixed", "int8-w8a8-pw")
-
-
-@pytest.fixture(scope="session")
-def xs_int8_export(tmp_path_factory):
-    """XS trained with the CI schedule (minutes, not converged, heatmaps already unimodal-ish), exported."""
-    ckpt = reference_checkpoint(spec_for("XS"), seed=0, short=True, cache_dir=tmp_path_factory.mktemp("ref"),
-                                progress=False)
-    out = tmp_path_factory.mktemp("int8") / "XS"
-    run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=ckpt))
-    return out, ckpt
 
 
 def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):

@@ -1,0 +1,88 @@
+"""Third-party noise hidden unless asked for (`-v`): start-up banners, foreign progress bars, warnings.
+
+TensorFlow's C++ runtime logs (oneDNN, CUDA, CPU features) are written to file descriptor 2 while
+the library loads, before anything in Python can configure it, and coremltools imports TensorFlow;
+so those imports run with fd 2 pointed at a buffer. Converters' progress bars (coremltools'
+passes, ai-edge-quantizer's calibration) and prints go to Python's sys.stdout/stderr during the
+calls wrapped in :func:`hushed`. Our own log and progress bars are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+
+#: Loggers of the converters and runtimes: only their errors reach the user unless -v.
+THIRD_PARTY_LOGGERS = ("coremltools", "tensorflow", "absl", "onnx2tf", "ai_edge_quantizer", "ai_edge_litert", "jax",
+                       "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL")
+#: Libraries that print while they load (TensorFlow directly or through coremltools).
+NOISY_IMPORTS = ("tensorflow", "coremltools")
+
+_verbose = False
+
+
+def configure(verbose: bool) -> None:
+    """Call once, before anything imports a converter: environment variables read at import time,
+    logger levels, warning filters."""
+    global _verbose
+    _verbose = verbose
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (DeprecationWarning, UserWarning, FutureWarning, RuntimeWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(coremltools|torch|tensorflow|tf_keras|onnx2tf|"
+                                                                       r"ai_edge_\w+|keras|onnxsim|google)\b.*")
+
+
+@contextlib.contextmanager
+def native_stderr_hidden() -> Iterator[None]:
+    """Point file descriptor 2 at a temporary file for the block (what C++ code writes before Python can
+    configure it); the captured text is replayed if the block raises."""
+    if _verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_quietly(*modules: str) -> None:
+    """Import (once) the libraries that print while loading, with their native output hidden."""
+    with native_stderr_hidden(), hushed():
+        for name in modules or NOISY_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the caller that needs it says which one is missing
+                pass
+
+
+@contextlib.contextmanager
+def hushed() -> Iterator[io.StringIO]:
+    """Python-level output of a third-party call (progress bars, prints) captured unless -v."""
+    captured = io.StringIO()
+    if _verbose:
+        yield captured
+        return
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        yield captured
