@@ -1,4 +1,5 @@
-"""`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, verify, bench, profile, demo.
+"""`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, verify, check-golden, bench,
+profile, demo.
 
 Exit codes: 0 done; 3 export published some artifacts and rejected others (the summary and the
 manifest say which and why); 2 a user error (bad checkpoint, mismatch, bad option) or nothing could
@@ -129,6 +130,7 @@ def _export(args: argparse.Namespace) -> int:
         untrained_default=args.untrained,
         max_error_px=args.max_error_px,
         strict=args.strict,
+        coreml_input=args.coreml_input,
     )
     if args.untrained and args.checkpoint:
         raise ConvNeXtPoseError("--untrained picks the built-in checkpoint: do not combine it with --checkpoint")
@@ -155,6 +157,27 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConvNeXtPoseError(f"{len(failed)} artifact(s) of {args.out} no longer pass their checks here: "
                                 f"{', '.join(failed)}")
     print(f"{args.out}: every artifact matches its sha256 and passes its checks on this machine")
+    return 0
+
+
+def _check_golden(args: argparse.Namespace) -> int:
+    from exporters import golden
+
+    try:
+        results = json.loads(args.results.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConvNeXtPoseError(f"{args.results}: not a readable JSON file of results ({exc})") from None
+    runs = results.get("results", [results]) if isinstance(results, dict) else None
+    if not runs or not all(isinstance(r, dict) for r in runs):
+        raise ConvNeXtPoseError(f"{args.results}: expected {{\"artifact\": FILE, \"joints\": {{INPUT_ID: J x 3}}}} "
+                                "or {\"results\": [...]} (README 'Golden vectors')")
+    failed = []
+    for run in runs:
+        name, checks = golden.check(args.out, run, args.budget)
+        print(golden.report(name, checks))
+        failed += [name] if not all(c.passed for c in checks) else []
+    if failed:
+        raise ConvNeXtPoseError(f"results for {', '.join(failed)} are outside their golden tolerance")
     return 0
 
 
@@ -276,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error-px", type=float, metavar="PX",
                    help="budget of every fp16 and integer artifact: p99 2-D joint error vs PyTorch fp32 on the judged "
                         f"inputs, in px of the input crop (defaults: {_budget_defaults()})")
+    p.add_argument("--coreml-input", choices=("image", "tensor"),
+                   help="Core ML input: an RGB image (default; Vision and Xcode's preview take it, a camera "
+                        "CVPixelBuffer goes straight in) or the float tensor (default with --normalized-input)")
     p.add_argument("--strict", action="store_true",
                    help="all or nothing: any rejected artifact fails the export (exit 2) and OUT is left as it was")
     p.set_defaults(func=_export)
@@ -285,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="where the export's verification photos are now, if they moved")
     p.add_argument("--threads", type=int, default=2, help="threads of every runtime and of PyTorch (default 2)")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("check-golden", help="judge joints produced elsewhere (a phone) against an export's golden "
+                                           "vectors")
+    p.add_argument("out", type=Path, help="export folder holding golden/golden.json")
+    p.add_argument("results", type=Path, help='JSON: {"artifact": FILE, "joints": {"input_000": [[x, y, z], ...]}}')
+    p.add_argument("--budget", choices=("fp16", "int8"),
+                   help="hold the results to this precision's budget (e.g. fp16: an fp32 file on a GPU delegate)")
+    p.set_defaults(func=_check_golden)
 
     p = sub.add_parser("bench", help="latency and parity of every exported backend against PyTorch")
     p.add_argument("out", type=Path, nargs="?", help="export folder holding manifest.json")

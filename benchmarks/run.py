@@ -21,6 +21,7 @@ from benchmarks.report import BENCH_JSON, write_reports
 from benchmarks.worker import WorkerJob
 from common.errors import ConvNeXtPoseError
 from common.files import write_json_atomic
+from exporters import model_card
 from exporters.calibration import CALIBRATED, judged_mask_for
 from exporters.gates import judge
 from exporters.inputs import recorded_inputs
@@ -196,5 +197,6 @@ def run_bench(options: BenchOptions) -> dict:
         "backends": rows,
     }
     write_json_atomic(bench, out_dir / BENCH_JSON)
+    model_card.write(out_dir, manifest, bench)  # the card gains the latencies
     write_reports(bench, out_dir)
     return bench

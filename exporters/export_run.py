@@ -47,7 +47,13 @@ class ExportOptions:
     # without a checkpoint: untrained synthetic weights instead of the trained reference
     untrained_default: bool = False
     max_error_px: float | None = None  # cost budget of every reduced precision, input px (None: gates defaults)
+    coreml_input: str | None = None  # "image" | "tensor"; None: image when the normalisation is folded
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
+
+
+    @property
+    def coreml_input_kind(self) -> str:
+        return self.coreml_input or ("image" if self.fold_normalization else "tensor")
 
 
 @dataclass
@@ -69,6 +75,7 @@ class ExportRun:
     skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it produced nothing
     skipped_kinds: set[tuple[str, str]] = field(default_factory=set)  # (format, precision) not built on purpose
     calibration: dict | None = None  # manifest record of the int8 calibration set
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # published file -> its joints on ``inputs``
 
     @property
     def artifact_inputs(self) -> np.ndarray:
@@ -78,10 +85,12 @@ class ExportRun:
         return self.staging / kind.file_name(self.stem)
 
     def verify(self, path: Path, kind: ArtifactKind, details: dict[str, Any] | None = None,
-               judged: np.ndarray | None = None) -> Artifact | None:
+               judged: np.ndarray | None = None, layout: str | None = None) -> Artifact | None:
         """Run ``path`` in its kind's runtime and judge it (exporters/gates.py): the artifact when it is
-        published, None when it is rejected (the rejection recorded)."""
-        session = open_session(kind.runtime, path, self.options.threads, kind.layout)
+        published, None when it is rejected (the rejection recorded). ``layout``: the input this file
+        takes when it is not its kind's (a Core ML image input: "image")."""
+        layout = layout or kind.layout
+        session = open_session(kind.runtime, path, self.options.threads, layout)
         joints = session.run_all(self.artifact_inputs)
         judged = self.inputs.judged_mask() if judged is None else judged
         verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets)
@@ -91,10 +100,11 @@ class ExportRun:
             return None
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
-        shape = (n, h, w, c) if kind.layout == "NHWC" else (n, c, h, w)
-        artifact = Artifact(path.name, kind.format, kind.precision, kind.layout, shape, size, sha, kind.runtime,
+        shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+        artifact = Artifact(path.name, kind.format, kind.precision, layout, shape, size, sha, kind.runtime,
                             record, details or {})
         self.artifacts.append(artifact)
+        self.outputs[artifact.file] = joints
         log.info("%s: published (%s)", path.name, verdict.headline())
         return artifact
 

@@ -92,8 +92,10 @@ def load_images(folder: Path, size: int) -> InputSet:
 
 
 def random_inputs(n: int, size: int, seed: int) -> InputSet:
+    """Seeded noise pictures: 8-bit values / 255 like every other input, so a model that takes a picture
+    (a Core ML image input) sees exactly what the others see."""
     rng = np.random.default_rng(seed)
-    images = rng.random((n, 3, size, size), dtype=np.float32)
+    images = rng.integers(0, 256, (n, 3, size, size)).astype(np.float32) / 255.0
     return InputSet(images, tuple(f"{RANDOM_PREFIX}seed{seed}:{i}" for i in range(n)))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from common.errors import ConvNeXtPoseError, ManifestError
 from common.files import path_digest, write_json_atomic
 from exporters.contract import OUTPUT_NAME, InputContract
+from exporters.tflite_metadata import LABELS_FILE, TfliteMetadata
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.joints import joint_set_for
 from models.spec import BBOX_3D_DEPTH_MM, ModelSpec
@@ -20,8 +21,8 @@ from runtimes.versions import version_of
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 3  # 2: artifacts name their runtime; 3: verdicts, rejected artifacts, the verification record
-TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnx2tf", "tensorflow", "ai-edge-litert",
-         "ai-edge-quantizer", "coremltools", "numpy")
+TOOLS = ("convnextpose-export", "torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnx2tf", "tensorflow",
+         "ai-edge-litert", "ai-edge-quantizer", "coremltools", "mediapipe", "numpy")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,43 @@ def embedded_metadata(loaded: LoadedCheckpoint, contract: InputContract) -> dict
     }
 
 
+PROJECT = "convnextpose-export"
+CODE_LICENSE = "MIT"
+
+
+def weights_license(loaded: LoadedCheckpoint) -> str:
+    if loaded.synthetic:
+        return f"code and weights: {CODE_LICENSE} (the weights were made by {PROJECT})"
+    return f"code: {CODE_LICENSE}; weights: the licence of the checkpoint they came from"
+
+
+def app_metadata(loaded: LoadedCheckpoint, contract: InputContract) -> TfliteMetadata:
+    """The standard TFLite metadata of every .tflite of this export (exporters/tflite_metadata.py)."""
+    spec, s = loaded.spec, contract.shape_nchw[-1]
+    folded = contract.normalization_folded
+    mean = (0.0, 0.0, 0.0) if folded else tuple(round(255 * m, 4) for m in contract.mean)
+    std = (255.0, 255.0, 255.0) if folded else tuple(round(255 * d, 4) for d in contract.std)
+    out = output_description(spec)
+    return TfliteMetadata(
+        name=f"ConvNeXtPose {loaded.matched_variant or 'custom'}",
+        description=("Single-person 3D human pose from a square person crop: soft-argmax joints. "
+                     + ("Weights trained on synthetic figures only (NOT a model of real people). "
+                        if loaded.trained_synthetic else "Untrained weights (NOT a pose model). "
+                        if loaded.synthetic else "")
+                     + f"Checkpoint sha256 {loaded.sha256}."),
+        version=f"{PROJECT} {version_of(PROJECT)}",
+        author=PROJECT,
+        licenses=weights_license(loaded),
+        input_description=(f"RGB image {s}x{s}, float32: a square crop around one person, resized; "
+                           f"{contract.describe()}"),
+        norm_mean=mean,
+        norm_std=std,
+        output_description=(f"joints (1, {spec.joints}, 3), float32, in the order of {LABELS_FILE}: {out['units']}. "
+                            f"{out['to_input_pixels']}; {out['to_original_image']}; {out['to_depth_mm']}"),
+        joint_names=tuple(joint_set_for(spec.joints).names),
+    )
+
+
 def tool_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "platform": platform.platform(),
             **{name: version_of(name) for name in TOOLS}}
@@ -143,6 +181,8 @@ class Manifest:
     versions: dict[str, str]
     stage_seconds: dict[str, float]
     rejected: tuple[Rejection, ...] = ()
+    #: what OUT holds besides the artifacts and the manifest: golden vectors, the model card
+    extras: tuple[str, ...] = ()
     calibration: dict[str, Any] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -151,7 +191,7 @@ class Manifest:
     def build(cls, loaded: LoadedCheckpoint, contract: InputContract, artifacts: list[Artifact],
               stage_seconds: dict[str, float], verification: dict[str, Any], gates: dict[str, Any],
               rejected: list[Rejection] = (), calibration: dict[str, Any] | None = None,
-              skipped: dict[str, str] | None = None) -> "Manifest":
+              skipped: dict[str, str] | None = None, extras: tuple[str, ...] = ()) -> "Manifest":
         spec = loaded.spec
         layouts = {a.format: a.layout for a in artifacts}
         return cls(
@@ -167,6 +207,7 @@ class Manifest:
             versions=tool_versions(),
             stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
             rejected=tuple(rejected),
+            extras=tuple(extras),
             calibration=calibration,
             skipped=dict(skipped or {}),
         )
@@ -177,7 +218,8 @@ class Manifest:
 
     @property
     def files(self) -> set[str]:
-        return {a.file for a in self.artifacts}
+        """Everything this export put in OUT but the manifest itself."""
+        return {a.file for a in self.artifacts} | set(self.extras)
 
     @property
     def judged_on(self) -> str:
@@ -199,6 +241,7 @@ class Manifest:
             "gates": self.gates,
             "artifacts": [a.to_dict() for a in self.artifacts],
             "rejected": [r.to_dict() for r in self.rejected],
+            "extras": list(self.extras),
             "versions": self.versions,
             "stage_seconds": self.stage_seconds,
         }
@@ -231,6 +274,7 @@ class Manifest:
                 versions=d["versions"],
                 stage_seconds=d["stage_seconds"],
                 rejected=tuple(Rejection.from_dict(r) for r in d.get("rejected", [])),
+                extras=tuple(d.get("extras", [])),
                 calibration=d.get("calibration"),
                 skipped=d.get("skipped", {}),
             )
@@ -296,6 +340,7 @@ def listed_files(out_dir: Path) -> set[str]:
     re-export); empty when there is no readable manifest."""
     try:
         data = json.loads((Path(out_dir) / MANIFEST_NAME).read_text())
-        return {Path(a["file"]).name for a in data.get("artifacts", []) if isinstance(a, dict) and a.get("file")}
+        files = {Path(a["file"]).name for a in data.get("artifacts", []) if isinstance(a, dict) and a.get("file")}
+        return files | {Path(e).name for e in data.get("extras", []) if isinstance(e, str)}
     except (OSError, ValueError, AttributeError, TypeError):
         return set()

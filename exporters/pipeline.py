@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from common.errors import ConvNeXtPoseError, ExportError
 from common.images import list_images
 from common.tables import format_table
+from exporters import golden, model_card
 from exporters.contract import InputContract, fold_normalization
 from exporters.export_run import ExportOptions, ExportRun
 from exporters.formats import ExportFormat, get_format, resolve_formats
@@ -30,6 +32,7 @@ from exporters.inputs import inputs_for
 from exporters.manifest import Artifact, Manifest, Rejection, embedded_metadata, listed_files
 from exporters.references import References
 from exporters.stages import NOT_BUILT
+from exporters.to_coreml import INPUT_KINDS
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.spec import spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
@@ -69,13 +72,24 @@ def default_checkpoint(variant: str, joints: int, seed: int, untrained: bool = F
     return path
 
 
+def _app_files(run: ExportRun, manifest: Manifest) -> None:
+    """Golden vectors and the model card, written into staging beside the artifacts."""
+    inputs = run.inputs
+    groups = inputs.group_masks()
+    rows = golden.pick_rows(inputs.judged_mask(), groups.get("photos", np.zeros(len(inputs), bool)))
+    golden.write(run.staging / golden.GOLDEN_DIR, inputs.images[rows], run.artifact_inputs[rows],
+                 [inputs.sources[i] for i in rows], {f: j[rows] for f, j in run.outputs.items()}, run.artifacts,
+                 run.references.fp32[rows], manifest.joints["names"], manifest.output)
+    model_card.write(run.staging, manifest)
+
+
 def _publish(run: ExportRun, out_dir: Path, manifest: Manifest) -> None:
     """Move verified artifacts into OUT, write the manifest, drop files the old manifest listed."""
     previous = listed_files(out_dir)
-    for artifact in run.artifacts:
-        src, dst = run.staging / artifact.file, out_dir / artifact.file
+    for name in sorted(manifest.files):
+        src, dst = run.staging / name, out_dir / name
         if dst.is_dir():  # .mlpackage is a folder: os.replace cannot overwrite a non-empty one
-            os.replace(dst, run.staging / f".old-{artifact.file}")
+            os.replace(dst, run.staging / f".old-{name}")
         os.replace(src, dst)
     manifest.write(out_dir)
     for name in previous - manifest.files:
@@ -110,6 +124,11 @@ def run_export(options: ExportOptions) -> ExportResult:
     """Build every requested format; publish what passed. Raises ExportError (exit 2) when nothing could
     be published, or with ``strict`` when anything was rejected; OUT is then left as it was."""
     formats = resolve_formats(options.formats)
+    if options.coreml_input_kind not in INPUT_KINDS:
+        raise ExportError(f"--coreml-input {options.coreml_input}: choose from {', '.join(INPUT_KINDS)}")
+    if options.coreml_input_kind == "image" and not options.fold_normalization:
+        raise ExportError("--coreml-input image needs the normalisation folded into the model (a Core ML image input "
+                          "has one scale for all channels): drop --normalized-input or use --coreml-input tensor")
     if options.calib_dir is not None:
         list_images(options.calib_dir, "calibration", ExportError)  # a bad --calib fails now, not after minutes
     timings: dict[str, float] = {}
@@ -139,7 +158,9 @@ def run_export(options: ExportOptions) -> ExportResult:
         if not run.artifacts or (options.strict and run.rejected):
             raise ExportError(_nothing_published(run, options.strict))
         manifest = Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
-                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped)
+                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
+                                  extras=(golden.GOLDEN_DIR, model_card.MODEL_CARD))
+        _app_files(run, manifest)
         _publish(run, out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from exporters import to_coreml, to_onnx, to_tflite, to_tflite_int8
+from exporters import tflite_metadata, to_coreml, to_onnx, to_tflite, to_tflite_int8
 from exporters.calibration import CALIBRATED, choose_calibration
 from exporters.export_run import ExportRun
 from exporters.kinds import ExportFormat
+from exporters.manifest import app_metadata
 from exporters.mobile_graph import for_xnnpack
 from exporters.simplify import simplify_onnx
 from runtimes.litert import SIGNATURE_KEY, delegated_nodes
@@ -20,6 +21,8 @@ from runtimes.litert import SIGNATURE_KEY, delegated_nodes
 log = logging.getLogger(__name__)
 
 NOT_BUILT = "not built"
+#: The fp32 flatbuffer before the standard metadata and its packed files were added.
+QUANTIZER_SOURCE = "fp32_flatbuffer.tflite"
 
 
 def build_onnx(run: ExportRun, fmt: ExportFormat) -> None:
@@ -49,8 +52,11 @@ def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
     saved_model = to_tflite.onnx_to_saved_model(onnx_path, work, photos)
     for kind in fmt.artifacts:
         path = run.path_for(kind)
-        flatbuffer = to_tflite.saved_model_to_tflite(saved_model, kind.precision)
-        path.write_bytes(to_tflite.embed_metadata(flatbuffer, run.metadata))
+        flatbuffer = to_tflite.embed_metadata(to_tflite.saved_model_to_tflite(saved_model, kind.precision),
+                                              run.metadata)
+        if kind.precision == "fp32":  # what the integer files are quantised from: the flatbuffer alone
+            (work / QUANTIZER_SOURCE).write_bytes(flatbuffer)
+        path.write_bytes(_with_metadata(run, flatbuffer))
         run.verify(path, kind, {"ops": to_tflite.check_builtin_only(path), "signature": SIGNATURE_KEY,
                                 "graph_rewrites": rewrites})
 
@@ -61,12 +67,12 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
     o = run.options
     if run.skip_untrained("tflite-int8", fmt.artifacts):
         return
-    source = run.published("tflite", "fp32")
-    if source is None:
+    if run.published("tflite", "fp32") is None:
         for kind in fmt.artifacts:
             run.reject(kind, NOT_BUILT, "it is quantised from the fp32 .tflite, which was not published")
         return
-    fp32 = run.staging / source.file
+    # the published file's flatbuffer without the packed labels file, which ai-edge-quantizer cannot read
+    fp32 = run.staging / ".work" / "tflite" / QUANTIZER_SOURCE
     choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
     run.calibration = choice.to_manifest()
     log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
@@ -83,7 +89,8 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
     for kind in fmt.artifacts:
         build_bytes, recipe = builds[kind.precision]
         path = run.path_for(kind)
-        path.write_bytes(build_bytes())
+        # the quantiser keeps our JSON buffer, not the standard metadata's labels file: written again
+        path.write_bytes(_with_metadata(run, to_tflite.inline_buffers(build_bytes())))
         ops = to_tflite.check_builtin_only(path)
         partitions, delegated, total = delegated_nodes(path, o.threads)
         calibrated = kind.precision in CALIBRATED
@@ -92,6 +99,11 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
                     "xnnpack": {"partitions": partitions, "delegated_nodes": delegated, "nodes": total},
                     "calibration_sha256": choice.calibration.sha256 if calibrated else None},
                    judged=choice.judged if calibrated else None)
+
+
+def _with_metadata(run: ExportRun, tflite: bytes) -> bytes:
+    """The standard TFLite metadata (and the joint-names labels file) written into a .tflite."""
+    return tflite_metadata.write(tflite, app_metadata(run.loaded, run.contract))
 
 
 def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
@@ -103,4 +115,6 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
         if target.compression and run.skip_untrained(f"coreml {kind.precision}", (kind,)):
             continue
         path = run.path_for(kind)
-        run.verify(path, kind, to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata))
+        input_kind = run.options.coreml_input_kind
+        details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata, input_kind)
+        run.verify(path, kind, details, layout="image" if input_kind == "image" else None)

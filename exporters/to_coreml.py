@@ -148,8 +148,40 @@ def _op_counts(mlmodel) -> Counter:
     return Counter(op.type for op in func.block_specializations[func.opset].operations)
 
 
+#: Core ML input kinds: a picture (ct.ImageType: a CVPixelBuffer from the camera goes straight in,
+#: Vision crops and scales it) or a float MLMultiArray (ct.TensorType).
+INPUT_KINDS = ("image", "tensor")
+
+
+def coreml_input(contract: InputContract, kind: str):
+    """The ct input for ``contract``: an RGB image scaled by 1/255 inside the model, or the float tensor.
+
+    An image input has one scale for all channels (and a bias per channel), so it can carry the
+    folded contract (RGB / 255) exactly, but not ImageNet's per-channel std."""
+    import coremltools as ct
+
+    if kind == "tensor":
+        return ct.TensorType(name=INPUT_NAME, shape=contract.shape_nchw)
+    if kind != "image":
+        raise ValueError(f"unknown Core ML input kind {kind!r}; choose from {', '.join(INPUT_KINDS)}")
+    if not contract.normalization_folded:
+        raise ValueError("a Core ML image input needs the normalisation folded into the model (one scale for all "
+                         "channels): drop --normalized-input or use --coreml-input tensor")
+    return ct.ImageType(name=INPUT_NAME, shape=contract.shape_nchw, scale=1 / 255.0, bias=[0.0, 0.0, 0.0],
+                        color_layout=ct.colorlayout.RGB)
+
+
+def input_description(contract: InputContract, kind: str) -> str:
+    _, _, h, w = contract.shape_nchw
+    if kind == "image":
+        return (f"RGB image {w}x{h}: a square crop around one person (Vision: VNCoreMLRequest with "
+                "imageCropAndScaleOption .scaleFill on that crop); pixel values 0..255, scaled by 1/255 inside")
+    return f"NCHW float32 {list(contract.shape_nchw)}: {contract.describe()}"
+
+
 def export_coreml(
-    model: ConvNeXtPose, contract: InputContract, path: Path, target: CoreMLTarget, metadata: dict[str, str]
+    model: ConvNeXtPose, contract: InputContract, path: Path, target: CoreMLTarget, metadata: dict[str, str],
+    input_kind: str = "tensor",
 ) -> dict:
     import coremltools as ct
 
@@ -163,13 +195,14 @@ def export_coreml(
     with hushed():  # coremltools' pass-by-pass progress bars
         mlmodel = ct.convert(
             traced,
-            inputs=[ct.TensorType(name=INPUT_NAME, shape=contract.shape_nchw)],
+            inputs=[coreml_input(contract, input_kind)],
             outputs=[ct.TensorType(name=OUTPUT_NAME)],
             convert_to=target.convert_to,
             minimum_deployment_target=getattr(ct.target, target.min_target),
             **kwargs,
         )
-    details = {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target}
+    details = {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target,
+               "input_type": input_kind}
     if target.compression:
         compress, config, describe = _compression_config(target)
         with hushed():
@@ -186,7 +219,7 @@ def export_coreml(
     mlmodel.short_description = f"ConvNeXtPose {metadata['variant']} 3D human pose ({target.precision}" + (
         f", {target.compute_precision} activations, iOS 16+)" if target.compression else ")")
     mlmodel.license = "see the checkpoint's licence"
-    mlmodel.input_description[INPUT_NAME] = f"NCHW float32 {list(contract.shape_nchw)}: {contract.describe()}"
+    mlmodel.input_description[INPUT_NAME] = input_description(contract, input_kind)
     spec = model.spec
     mlmodel.output_description[OUTPUT_NAME] = (
         f"(1, {spec.joints}, 3): x, y in heatmap px ({spec.heatmap_size}x{spec.heatmap_size}), z in depth bins "

@@ -132,6 +132,22 @@ def embed_metadata(tflite: bytes, metadata: dict[str, str]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def inline_buffers(tflite: bytes) -> bytes:
+    """The same model with every constant inside the flatbuffer. ai-edge-quantizer appends its buffers
+    after the flatbuffer and points at them by offset; tools that re-serialise the flatbuffer (the
+    metadata populator) would drop them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+    moved = 0
+    for buffer in model.buffers:
+        if buffer.offset > 1 and buffer.size:
+            buffer.data = np.frombuffer(tflite, dtype=np.uint8, count=buffer.size, offset=buffer.offset).copy()
+            buffer.offset, buffer.size = 0, 0
+            moved += 1
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if moved else tflite
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     import json
 

@@ -23,13 +23,25 @@ def can_predict() -> tuple[bool, str]:
 
 
 def open_session(path: Path, threads: int = 2, layout: str = "NCHW") -> Session:
+    """``layout`` "image": the model takes a picture; it still receives the NCHW RGB [0, 1] tensor of the
+    contract here and is fed that picture's pixels."""
+    layout = "NCHW" if layout == "image" else layout
     can, reason = can_predict()
     if can:
         import coremltools as ct
+        from PIL import Image
+
+        from runtimes.coreml_reference import to_pixels
 
         model = ct.models.MLModel(str(path))
-        return Session(lambda x: model.predict({INPUT_NAME: to_layout(x, layout)})[OUTPUT_NAME],
-                       f"Core ML (coremltools {ct.__version__})")
+        if model.get_spec().description.input[0].type.WhichOneof("Type") == "imageType":  # a picture goes in
+            def predict(x):
+                rgb = to_pixels(x)[0].transpose(1, 2, 0).astype("uint8")
+                return model.predict({INPUT_NAME: Image.fromarray(rgb, "RGB")})[OUTPUT_NAME]
+        else:
+            def predict(x):
+                return model.predict({INPUT_NAME: to_layout(x, layout)})[OUTPUT_NAME]
+        return Session(predict, f"Core ML (coremltools {ct.__version__})")
     from runtimes.coreml_reference import load_coreml, run_graph
 
     graph = load_coreml(path)

@@ -76,6 +76,11 @@ def load_coreml(path: Path) -> Graph:
     return graph
 
 
+def to_pixels(rgb01: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] -> the 8-bit pixel values a picture holds (as float32)."""
+    return np.clip(np.round(rgb01.astype(np.float64) * 255.0), 0, 255).astype(np.float32)
+
+
 def declared_precision(path: Path) -> str:
     """The precision the model declares and evaluate_coreml computes in: "fp16" for an ML Program whose
     ops produce fp16 tensors, else "fp32" (a NeuralNetwork declares none and runs in fp32 on the CPU)."""
@@ -99,11 +104,15 @@ def evaluate_coreml(path: Path, inputs_nchw: np.ndarray, threads: int | None = 1
 
 
 def run_graph(graph: Graph, x: np.ndarray, threads: int | None = 1) -> np.ndarray:
-    """One input through ``graph`` with ``threads`` torch threads (restored afterwards)."""
+    """One input through ``graph`` with ``threads`` torch threads (restored afterwards). ``x`` is the
+    NCHW float tensor of the app contract; an image-input model gets it as the picture an app would
+    hand over (RGB pixel values, x * 255 rounded)."""
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        if graph.image_input is not None:
+            return graph.run_image(to_pixels(x))
         return graph.run(x.astype(np.float32, copy=False))
     finally:
         torch.set_num_threads(previous_threads)

@@ -46,6 +46,31 @@ class Node:
     out_dtypes: tuple[torch.dtype | None, ...]
 
 
+#: ImageFeatureType.ColorSpace of the Core ML spec -> name (written out: no coremltools import).
+COLOR_SPACES = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A Core ML image input. The app hands Core ML a picture; Core ML gives the model its pixel values
+    (0..255) in the colour order the model declares, then applies the NeuralNetwork ``preprocessing``
+    scaler (an ML Program carries its scale and bias as ops at the start of the graph instead)."""
+
+    color_space: str  # RGB | BGR
+    width: int
+    height: int
+    scale: float = 1.0
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)  # per channel, in the declared order
+
+    def model_input(self, rgb255: np.ndarray) -> np.ndarray:
+        """(1, 3, H, W) RGB pixel values -> what the model's first op receives."""
+        if rgb255.shape[-2:] != (self.height, self.width):
+            raise ExportError(f"the model's image input is {self.width}x{self.height}, got {rgb255.shape}")
+        pixels = rgb255[:, ::-1] if self.color_space == "BGR" else rgb255
+        bias = np.asarray(self.bias, dtype=np.float32).reshape(1, 3, 1, 1)
+        return (pixels.astype(np.float32) * np.float32(self.scale) + bias).astype(np.float32)
+
+
 @dataclass
 class Graph:
     """One Core ML model, read and ready to run on one input at a time."""
@@ -59,6 +84,7 @@ class Graph:
     constants: dict[str, Any] = field(default_factory=dict)
     # Compile-time ops (compressed weights) decompressed into `constants` while reading: type -> count.
     decompressed: dict[str, int] = field(default_factory=dict)
+    image_input: ImageInput | None = None  # set when the model takes a picture (ct.ImageType)
 
     def __post_init__(self) -> None:
         # fp16 constants widen to fp32 exactly; doing it once here saves converting the weights per image.
@@ -68,7 +94,14 @@ class Graph:
     def op_types(self) -> list[str]:
         return sorted({n.op_type for n in self.nodes})
 
+    def run_image(self, rgb255: np.ndarray) -> np.ndarray:
+        """An image-input model on (1, 3, H, W) RGB pixel values 0..255, as Core ML would feed it."""
+        if self.image_input is None:
+            raise ExportError("this Core ML model takes a tensor, not an image")
+        return self.run(self.image_input.model_input(rgb255))
+
     def run(self, x: np.ndarray) -> np.ndarray:
+        """The model on what its first op receives (for an image input: see ``run_image``)."""
         env: dict[str, Any] = dict(self.constants)
         env[self.input_name] = torch.from_numpy(np.ascontiguousarray(x)).to(self.input_dtype)
         with torch.no_grad():
@@ -93,3 +126,15 @@ def _widen(value: Any) -> Any:
     if torch.is_tensor(value) and value.is_floating_point() and value.dtype != torch.float32:
         return value.float()
     return value
+
+
+def image_input(feature: Any, scale: float = 1.0,
+                bias: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> ImageInput | None:
+    """The model's image input, or None when it takes a tensor."""
+    if feature.type.WhichOneof("Type") != "imageType":
+        return None
+    image = feature.type.imageType
+    color_space = COLOR_SPACES.get(image.colorSpace)
+    if color_space not in ("RGB", "BGR"):
+        raise UnsupportedOpError("imageType", feature.name, f"colour space {color_space or image.colorSpace}")
+    return ImageInput(color_space, image.width, image.height, scale, bias)

@@ -17,7 +17,7 @@ import torch
 
 from common.errors import ExportError
 from runtimes.coreml_reference import kernels
-from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
+from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError, image_input
 
 MODEL_PATH_PREFIX = "@model_path/"
 
@@ -523,4 +523,6 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
         nodes=nodes,
         constants=consts,
         decompressed=dict(sorted(decompressed.items())),
+        # an ML Program's image scale and bias are ops at the start of the graph: only the channel order here
+        image_input=image_input(spec.description.input[0]),
     )

@@ -14,7 +14,7 @@ import torch
 
 from common.errors import ExportError
 from runtimes.coreml_reference import kernels
-from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError
+from runtimes.coreml_reference.graph import COLOR_SPACES, Graph, Kernel, Node, UnsupportedOpError, image_input
 
 # Enum values of NeuralNetwork.proto, written out so importing this module does not import coremltools.
 _BILINEAR = 1  # UpsampleLayerParams.InterpolationMode
@@ -236,8 +236,7 @@ def read_neural_network(spec: Any) -> Graph:
     if kind != "neuralNetwork":
         raise UnsupportedOpError(kind or "empty", "model", "only plain neuralNetwork models are read")
     network = spec.neuralNetwork
-    if len(network.preprocessing):
-        raise UnsupportedOpError("preprocessing", "model", "image input preprocessing")
+    scale, bias = _preprocessing(network, spec.description.input[0])
     nodes = []
     for layer in network.layers:
         kind = layer.WhichOneof("layer")
@@ -254,4 +253,21 @@ def read_neural_network(spec: Any) -> Graph:
         input_dtype=torch.float32,
         output_name=spec.description.output[0].name,
         nodes=nodes,
+        image_input=image_input(spec.description.input[0], scale, bias),
     )
+
+
+def _preprocessing(network: Any, feature: Any) -> tuple[float, tuple[float, float, float]]:
+    """(scale, per-channel bias in the declared colour order) of the input's scaler; (1, 0) without one."""
+    entries = list(network.preprocessing)
+    if not entries:
+        return 1.0, (0.0, 0.0, 0.0)
+    if len(entries) != 1 or entries[0].featureName not in ("", feature.name):
+        raise UnsupportedOpError("preprocessing", "model", f"{len(entries)} preprocessing entries")
+    kind = entries[0].WhichOneof("preprocessor")
+    if kind != "scaler":
+        raise UnsupportedOpError("preprocessing", "model", f"{kind} preprocessing")
+    s = entries[0].scaler
+    first, last = (s.blueBias, s.redBias) if COLOR_SPACES.get(feature.type.imageType.colorSpace) == "BGR" else (
+        s.redBias, s.blueBias)
+    return s.channelScale or 1.0, (first, s.greenBias, last)

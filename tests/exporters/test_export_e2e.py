@@ -33,6 +33,11 @@ def _files(out: Path) -> set[str]:
     return {p.name for p in out.iterdir()}
 
 
+def _listed(manifest: dict) -> set[str]:
+    """What the manifest says OUT holds: the artifacts, golden vectors, the model card, and itself."""
+    return {a["file"] for a in manifest["artifacts"]} | set(manifest["extras"]) | {MANIFEST_NAME}
+
+
 FP32 = {("onnx", "fp32"), ("onnx-simplified", "fp32"), ("tflite", "fp32"), ("coreml-mlmodel", "fp32")}
 FP16 = {("tflite", "fp16"), ("coreml-mlpackage", "fp16")}
 
@@ -104,8 +109,8 @@ def test_manifest_describes_exactly_what_is_on_disk(xs_export):
     assert manifest["output"]["shape"] == [1, 18, 3]
     assert {"torch", "onnx2tf", "tensorflow", "coremltools"} <= set(manifest["versions"])
     assert {"load", "onnx", "tflite", "coreml", "total"} <= set(manifest["stage_seconds"])
-    files = {a["file"] for a in manifest["artifacts"]}
-    assert files | {MANIFEST_NAME} == _files(out)  # nothing half-written, nothing unlisted
+    assert manifest["extras"] == ["golden", "MODEL_CARD.md"]
+    assert _listed(manifest) == _files(out)  # nothing half-written, nothing unlisted
     for art in manifest["artifacts"]:
         assert (art["bytes"], art["sha256"]) == path_digest(out / art["file"])
 
@@ -183,7 +188,7 @@ def test_a_crashing_converter_rejects_its_artifacts_and_publishes_the_others(mak
     assert set(rejected) == {("tflite", "fp32"), ("tflite", "fp16")}
     assert all(r["reason"] == "conversion failed" and "injected converter crash" in r["detail"]
                for r in rejected.values())
-    assert {a["file"] for a in manifest["artifacts"]} | {MANIFEST_NAME} == _files(out)  # no staging, no partial
+    assert _listed(manifest) == _files(out)  # no staging, no partial files
     assert "REJECTED: conversion failed" in capsys.readouterr().out
 
 
@@ -222,7 +227,7 @@ def test_second_export_over_existing_out_stays_consistent(xs_export, tmp_path):
     run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=xs_export[1], formats=("onnx",)))
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "onnx-simplified"}
-    assert {a["file"] for a in manifest["artifacts"]} | {MANIFEST_NAME} == _files(out)
+    assert _listed(manifest) == _files(out)
 
 
 def test_cli_export_refuses_a_mismatched_checkpoint(make_ckpt, tmp_path, capsys):

@@ -1,0 +1,116 @@
+"""OUT/MODEL_CARD.md: what the exported files are, for whom, and how far to trust them -- generated from
+the manifest (and from bench.json once `convnextpose bench` ran), so every figure is the manifest's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.files import write_atomic
+from common.tables import format_table
+from exporters.manifest import CODE_LICENSE, Manifest
+
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def provenance(manifest: Manifest) -> str:
+    """The first thing a reader must know about the weights."""
+    info = manifest.checkpoint.get("synthetic_info") or {}
+    if info.get("kind") == "trained-synthetic":
+        return ("**These weights were trained on synthetic mannequin figures only: they are NOT a model of real "
+                "people.** Use them to integrate and test the pipeline; export a checkpoint trained on people "
+                "for an app.")
+    if info:
+        return f"**These weights are {info.get('kind')} (random): NOT a pose model.** For pipeline tests only."
+    return (f"Weights: `{Path(manifest.checkpoint['path']).name}` (epoch {manifest.checkpoint.get('epoch')}), "
+            "a checkpoint given by the user.")
+
+
+def _artifact_rows(manifest: Manifest, bench: dict | None) -> list[tuple]:
+    p50 = {r["file"]: r["latency"]["p50_ms"] for r in (bench or {}).get("backends", []) if r.get("latency")}
+    rows = []
+    for a in manifest.artifacts:
+        v = a.verdict
+        check = (f"fp32 check {v['conversion']['max_input_px']:.2g} <= {v['conversion']['tolerance_input_px']:.2g}"
+                 if v["conversion"] else f"cost p99 {v['cost']['p99_input_px']:.2g} <= {v['budget_input_px']:g}")
+        by = " (reference evaluator)" if v.get("evaluated_by") else ""
+        rows.append((f"`{a.file}`", a.format, a.precision, f"{a.bytes / 1e6:.1f}", check + by,
+                     f"{v['cost']['p99_depth_mm']:.2g}", f"{p50[a.file]:.2f}" if a.file in p50 else "-"))
+    for r in manifest.rejected:
+        rows.append((f"`{r.file}`", r.format, r.precision, "-", f"REJECTED ({r.reason})", "-", "-"))
+    return rows
+
+
+def render(manifest: Manifest, bench: dict | None = None) -> str:
+    spec, inp, out = manifest.spec, manifest.input, manifest.output
+    judged = manifest.verification
+    n_judged = judged["synthetic"] if judged["judged_on"] == "synthetic" else len(judged["photos"])
+    machine = (bench or {}).get("machine", {})
+    lines = [
+        f"# ConvNeXtPose {manifest.variant} — model card",
+        "",
+        provenance(manifest),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| variant | {manifest.variant}: depths {list(spec.depths)}, dims {list(spec.dims)}, head "
+        f"{spec.head_channels} channels, heatmap {'×'.join(map(str, spec.heatmap_shape))} |",
+        f"| parameters | {spec.params:,} |",
+        f"| compute | {spec.macs / 1e9:.2f} GMACs per {spec.input_size}×{spec.input_size} crop |",
+        f"| checkpoint sha256 | `{manifest.checkpoint['sha256']}` |",
+        f"| exported by | convnextpose-export {manifest.versions.get('convnextpose-export', '?')} (torch "
+        f"{manifest.versions.get('torch')}, onnx2tf {manifest.versions.get('onnx2tf')}, coremltools "
+        f"{manifest.versions.get('coremltools')}) |",
+        "",
+        "## Intended use",
+        "",
+        f"Single-person 3-D pose: one person, a square crop around them resized to "
+        f"{spec.input_size}×{spec.input_size}, RGB; the output is {spec.joints} joints ({manifest.joints['set']} "
+        "order) with x, y in the crop and depth relative to the root joint (Pelvis). Not for: several people in "
+        "one crop, crops that cut the person off, absolute distance to the camera.",
+        "",
+        "## Inputs and outputs",
+        "",
+        f"- input `{inp['name']}`: {inp['preprocessing']}; per format: "
+        f"{', '.join(f'{k} {v}' for k, v in inp['layout_per_format'].items())} (image: an RGB picture, pixel "
+        "values 0..255, scaled inside the model)",
+        f"- output `{out['name']}` {out['shape']}: {out['units']}",
+        f"- to the crop: `{out['to_input_pixels']}`; to the photo: `{out['to_original_image']}`; "
+        f"depth: `{out['to_depth_mm']}`",
+        "- joint names in order: " + ", ".join(manifest.joints["names"]),
+        "",
+        "## Files",
+        "",
+        f"Each file judged here against PyTorch (README \"Parity tolerances\"): fp32 files against the exact "
+        f"reference within 10× this checkpoint's fp32 noise floor; fp16 and integer files by their cost, the p99 "
+        f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs, against a budget.",
+        "",
+        format_table(("file", "format", "precision", "MB", "check (input px)", "depth p99 mm", "p50 ms"),
+                     _artifact_rows(manifest, bench), markdown=True),
+        "",
+        ("Latency: " + (f"`convnextpose bench` on {machine.get('cpu')}, {machine.get('threads')} threads, one "
+                        "process per file." if bench else "not measured yet (`make bench`).")),
+        "",
+        "## Limitations",
+        "",
+        "- Core ML figures come from this project's reference evaluator (the saved model read back and run op by "
+        "op in PyTorch) unless the export ran on macOS: Core ML itself did not run, and no Core ML latency is given.",
+        "- Latencies are x86 CPU figures (ONNX Runtime, LiteRT with XNNPACK), not phone timings; compare files "
+        "as ratios.",
+        "- Precision costs are measured against PyTorch fp32 on the inputs above, not against ground truth: they "
+        "say what converting costs, not how accurate the model is.",
+        "",
+        "## Licence",
+        "",
+        f"Code: {CODE_LICENSE} (`LICENSE`). Weights: "
+        + ("made by convnextpose-export, " + CODE_LICENSE if manifest.checkpoint.get("synthetic")
+           else "the licence of the checkpoint they came from") + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(out_dir: Path, manifest: Manifest, bench: dict | None = None) -> Path:
+    path = Path(out_dir) / MODEL_CARD
+    text = render(manifest, bench)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+    return path
