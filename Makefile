@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install lint test test-fast export bench clean
+.PHONY: install lint test test-fast export bench diagnose robustness clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 2; }
@@ -34,6 +34,13 @@ export: install
 bench: install
 	@test -f $(OUT)/manifest.json || { echo "no export in $(OUT): run 'make export VARIANT=$(VARIANT)' first"; exit 2; }
 	$(BIN)/convnextpose bench $(OUT) --threads $(THREADS)
+
+diagnose: install
+	@test -f $(OUT)/manifest.json || { echo "no export in $(OUT): run 'make export VARIANT=$(VARIANT)' first"; exit 2; }
+	$(BIN)/convnextpose diagnose $(OUT) --threads $(THREADS)
+
+robustness: install
+	$(BIN)/python -m robustness
 
 clean:
 	rm -rf $(VENV) build *.egg-info

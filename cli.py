@@ -1,5 +1,5 @@
 """`convnextpose` command line: inspect, make-checkpoint, eval-synthetic, export, verify, check-golden, bench,
-profile, demo.
+diagnose, profile, demo.
 
 Exit codes: 0 done; 3 export published some artifacts and rejected others (the summary and the
 manifest say which and why); 2 a user error (bad checkpoint, mismatch, bad option) or nothing could
@@ -143,9 +143,12 @@ def _verify(args: argparse.Namespace) -> int:
     import torch
 
     from common.tables import format_table
+    from exporters.publish import tidy
     from exporters.verify import check_artifacts
 
     torch.set_num_threads(args.threads)
+    for leftover in tidy(args.out):
+        print(f"removed {leftover.name}, left by an interrupted export")
     checks = check_artifacts(args.out, args.images, args.threads)
     rows = [(c["file"], c["runtime"].split(" (")[0], c["status"] + (f" ({c['reason']})" if c["reason"] else ""),
              (f"fp32 check {c['conversion']['max_input_px']:.2g} / {c['conversion']['tolerance_input_px']:.2g}"
@@ -196,6 +199,21 @@ def _bench(args: argparse.Namespace) -> int:
                            settings=settings, only=tuple(args.only.split(",")) if args.only else (),
                            synthetic_n=args.synthetic_n))
     print((args.out / BENCH_MD).read_text())
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.diagnose import diagnose, tables, write_reports
+
+    torch.set_num_threads(args.threads)
+    result = diagnose(args.out, args.artifact, args.images, args.count, args.threads)
+    print(tables(result))
+    written = write_reports(result, args.report_dir or args.out)
+    print(f"wrote {written[0]} and {written[1]}")
+    if result.failures:
+        raise ConvNeXtPoseError(f"{len(result.failures)} file(s) could not be diagnosed: {', '.join(result.failures)}")
     return 0
 
 
@@ -336,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.set_defaults(func=_bench)
 
+    p = sub.add_parser("diagnose", help="where each artifact departs from PyTorch: error at every boundary of the "
+                                        "network (stem, blocks, head, logits, joints)")
+    p.add_argument("out", type=Path, help="export folder holding manifest.json")
+    p.add_argument("--artifact", type=Path,
+                   help="one file: an artifact of OUT by name, or any file of a kind this project writes (e.g. a "
+                        "rejected one rebuilt aside); default: every published artifact")
+    p.add_argument("--images", type=Path, help="where the export's verification photos are now, if they moved")
+    p.add_argument("--count", type=int, default=4, help="verification inputs to run (default 4)")
+    p.add_argument("--report-dir", type=Path, help="where diagnose.json and diagnose.png go (default OUT)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_diagnose)
+
     p = sub.add_parser("profile", help="time each stage of the network in ONNX Runtime and TFLite")
     p.add_argument("out", type=Path, help="export folder holding manifest.json")
     p.add_argument("--threads", type=int, default=2)
@@ -354,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 OUR_LOGGERS = ("convnextpose", "common", "models", "runtimes", "exporters", "benchmarks")
 #: Commands that load a converter or a runtime that prints while it loads (TensorFlow, coremltools).
-_CONVERTING = {"export", "verify", "bench", "profile", "demo"}
+_CONVERTING = {"export", "verify", "bench", "diagnose", "profile", "demo"}
 
 
 def main(argv: list[str] | None = None) -> int:

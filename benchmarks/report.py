@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.errors import ConvNeXtPoseError
 from common.tables import format_table
 
 BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
@@ -29,6 +30,14 @@ def judged_parity(bench: dict, row: dict) -> dict | None:
     return row.get("parity_int8_judged") or row.get(f"parity_{judged_group(bench)}")
 
 
+def _adaptive_note(row: dict) -> str:
+    adaptive = row["adaptive"]
+    layers, last = adaptive["float_layers"], adaptive["attempts"][-1]
+    here = f"; here {1 / row['ratio_to_tflite_fp32']:.2f}x" if row.get("ratio_to_tflite_fp32") else ""
+    return (f"- {row['backend']}: {len(layers)} of {len(adaptive['sensitivity_p99_input_px'])} layers kept float "
+            f"({', '.join(layers)}); speed-up over TFLite fp32 at export {last['speedup_over_fp32']:.2f}x{here}")
+
+
 def markdown(bench: dict) -> str:
     roof = bench["roofline"]
     synthetic = bench["checkpoint"].get("synthetic_info") or {}
@@ -49,6 +58,8 @@ def markdown(bench: dict) -> str:
         if row.get("reason"):
             notes.append(f"- {row['backend']}: {row['reason']}")
         verdict = row.get("verdict") or {}
+        if row.get("adaptive"):
+            notes.append(_adaptive_note(row))
         if row["status"] == "failed" and verdict.get("reason"):
             notes.append(f"- {row['backend']}: rejected, {verdict['reason']}")
         rows.append((row["backend"], row["format"], row["precision"], _fmt(row["size_mb"] or None, ".1f"),
@@ -119,9 +130,19 @@ def write_reports(bench: dict, out_dir: Path) -> None:
     plot_joint_error(bench, out_dir / "bench_joint_error.png")
 
 
+def _read_bench(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConvNeXtPoseError(f"{path}: not a readable bench.json ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("backends"), list):
+        raise ConvNeXtPoseError(f"{path}: not a bench.json (no 'backends' list)")
+    return data
+
+
 def compare(old_path: Path, new_path: Path) -> str:
     """Per backend: p50 latency and parity change from old to new bench.json."""
-    old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
+    old, new = (_read_bench(Path(p)) for p in (old_path, new_path))
     before = {r["backend"]: r for r in old["backends"]}
     rows = []
     for row in new["backends"]:

@@ -163,6 +163,9 @@ def run_bench(options: BenchOptions) -> dict:
         entry = {"backend": backend.name, "format": backend.format, "precision": backend.precision,
                  "file": backend.artifact, "size_mb": backend.bytes / 1e6, **row}
         entry["status"] = _row_status(row, row.get("verdict"))
+        artifact = next((a for a in manifest.artifacts if a.file == backend.artifact), None)
+        if artifact is not None and "adaptive" in artifact.details:
+            entry["adaptive"] = artifact.details["adaptive"]
         if p50s:
             entry["repeats_p50_ms"] = p50s
             entry["repeat_spread"] = (max(p50s) - min(p50s)) / float(np.median(p50s))

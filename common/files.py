@@ -34,11 +34,19 @@ def path_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def default_file_mode() -> int:
-    """The permissions the user's umask gives a new file (mkstemp's 0600 would hide it from others)."""
+def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def default_file_mode() -> int:
+    """The permissions the user's umask gives a new file (mkstemp's 0600 would hide it from others)."""
+    return 0o666 & ~current_umask()
+
+
+def default_dir_mode() -> int:
+    return 0o777 & ~current_umask()
 
 
 def write_atomic(out: Path, write: Callable[[str], object]) -> None:

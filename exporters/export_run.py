@@ -108,9 +108,10 @@ class ExportRun:
         log.info("%s: published (%s)", path.name, verdict.headline())
         return artifact
 
-    def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None) -> None:
+    def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None,
+               details: dict | None = None) -> None:
         self.rejected.append(Rejection(kind.file_name(self.stem), kind.format, kind.precision, reason, detail,
-                                       verdict))
+                                       verdict, details))
         log.warning("%s: rejected -- %s: %s", kind.file_name(self.stem), reason, detail)
 
     def published(self, fmt: str, precision: str) -> Artifact | None:

@@ -70,14 +70,16 @@ class Rejection:
     reason: str  # gates.CONVERSION_ERROR | gates.OVER_BUDGET | "conversion failed" | "not built"
     detail: str  # one line with the figures
     verdict: dict[str, Any] | None = None  # gates.Verdict.to_dict() when the file was measured
+    details: dict[str, Any] | None = None  # what the stage tried (e.g. the adaptive int8 attempts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "format": self.format, "precision": self.precision, "reason": self.reason,
-                "detail": self.detail, **({"verdict": self.verdict} if self.verdict else {})}
+                "detail": self.detail, **({"verdict": self.verdict} if self.verdict else {}),
+                **({"details": self.details} if self.details else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Rejection":
-        return cls(d["file"], d["format"], d["precision"], d["reason"], d["detail"], d.get("verdict"))
+        return cls(d["file"], d["format"], d["precision"], d["reason"], d["detail"], d.get("verdict"), d.get("details"))
 
 
 def output_description(spec: ModelSpec) -> dict[str, Any]:

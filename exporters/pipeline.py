@@ -1,18 +1,18 @@
 """`convnextpose export`: load + check the checkpoint, then build every requested format of the
 format table (exporters/formats.py), each artifact judged (exporters/gates.py).
 
-Every artifact is written into a private staging folder inside OUT and judged there. Those that
-pass are renamed into OUT and the manifest is written last, listing them and the rejected ones
-with their reasons; one rejected artifact does not hold back the others. A run that publishes
-nothing, fails, or is interrupted leaves OUT as it was.
+Every artifact is written into a private staging folder beside OUT and judged there; those that
+pass, the golden vectors, the model card and the manifest (listing the published and the rejected
+artifacts with their reasons) make the new content of OUT, which replaces the old in one step
+(exporters/publish.py). One rejected artifact does not hold back the others. A run that publishes
+nothing, fails, is interrupted or killed leaves OUT as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +21,21 @@ import numpy as np
 from tqdm import tqdm
 
 from common.errors import ConvNeXtPoseError, ExportError
-from common.images import list_images
+from common.images import list_images, read_rgb
 from common.tables import format_table
-from exporters import golden, model_card
+from exporters import golden, model_card, to_onnx
 from exporters.contract import InputContract, fold_normalization
 from exporters.export_run import ExportOptions, ExportRun
 from exporters.formats import ExportFormat, get_format, resolve_formats
 from exporters.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
 from exporters.inputs import inputs_for
 from exporters.manifest import Artifact, Manifest, Rejection, embedded_metadata, listed_files
+from exporters.publish import check_out, clear_leftovers, new_staging, out_lock, publish
 from exporters.references import References
 from exporters.stages import NOT_BUILT
 from exporters.to_coreml import INPUT_KINDS
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
-from models.spec import spec_for
+from models.spec import NUM_HEAD_LAYERS, spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
 from models.training.reference import CACHE_DIR, reference_checkpoint
 from models.training.shipped import shipped_weights
@@ -42,6 +43,9 @@ from models.training.shipped import shipped_weights
 log = logging.getLogger(__name__)
 
 CONVERSION_FAILED = "conversion failed"
+#: ONNX opsets this export is known to produce and check: Softmax over the last axis needs 13+;
+#: the TorchScript exporter of torch 2.13 goes up to 20.
+MIN_OPSET, MAX_OPSET = 13, 20
 
 __all__ = ["ExportOptions", "ExportResult", "default_checkpoint", "run_export", "summary_table"]
 
@@ -83,21 +87,13 @@ def _app_files(run: ExportRun, manifest: Manifest) -> None:
     model_card.write(run.staging, manifest)
 
 
-def _publish(run: ExportRun, out_dir: Path, manifest: Manifest) -> None:
-    """Move verified artifacts into OUT, write the manifest, drop files the old manifest listed."""
-    previous = listed_files(out_dir)
-    for name in sorted(manifest.files):
-        src, dst = run.staging / name, out_dir / name
-        if dst.is_dir():  # .mlpackage is a folder: os.replace cannot overwrite a non-empty one
-            os.replace(dst, run.staging / f".old-{name}")
-        os.replace(src, dst)
-    manifest.write(out_dir)
-    for name in previous - manifest.files:
-        stale = out_dir / name
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+def _finish_staging(run: ExportRun, manifest: Manifest) -> None:
+    """Leave in staging exactly what the manifest lists (rejected files and work folders go), manifest last."""
+    keep = manifest.files
+    for entry in run.staging.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    manifest.write(run.staging)
 
 
 def _load(options: ExportOptions) -> LoadedCheckpoint:
@@ -120,17 +116,53 @@ def _load(options: ExportOptions) -> LoadedCheckpoint:
     return loaded
 
 
-def run_export(options: ExportOptions) -> ExportResult:
-    """Build every requested format; publish what passed. Raises ExportError (exit 2) when nothing could
-    be published, or with ``strict`` when anything was rejected; OUT is then left as it was."""
+def _validate(options: ExportOptions) -> list[ExportFormat]:
+    """Everything that can be refused before any work is."""
     formats = resolve_formats(options.formats)
     if options.coreml_input_kind not in INPUT_KINDS:
         raise ExportError(f"--coreml-input {options.coreml_input}: choose from {', '.join(INPUT_KINDS)}")
     if options.coreml_input_kind == "image" and not options.fold_normalization:
         raise ExportError("--coreml-input image needs the normalisation folded into the model (a Core ML image input "
                           "has one scale for all channels): drop --normalized-input or use --coreml-input tensor")
-    if options.calib_dir is not None:
-        list_images(options.calib_dir, "calibration", ExportError)  # a bad --calib fails now, not after minutes
+    if not MIN_OPSET <= options.opset <= MAX_OPSET:
+        raise ExportError(f"--opset {options.opset}: this export needs ONNX opset {MIN_OPSET} to {MAX_OPSET} "
+                          f"(default {to_onnx.DEFAULT_OPSET})")
+    if options.num_upsample is not None and not 0 <= options.num_upsample <= NUM_HEAD_LAYERS:
+        raise ExportError(f"--upsample {options.num_upsample}: the head has {NUM_HEAD_LAYERS} layers, so 0 to "
+                          f"{NUM_HEAD_LAYERS} of them can upsample")
+    if options.joints < 1:
+        raise ExportError(f"--joints {options.joints}: needs at least one joint")
+    if options.calib_dir is not None:  # a bad --calib fails now, not after minutes
+        for path in list_images(options.calib_dir, "calibration", ExportError):
+            read_rgb(path, "calibration image", ExportError)
+    if options.images_dir is not None:
+        list_images(options.images_dir, "images", ExportError)
+    check_out(Path(options.out_dir))
+    return formats
+
+
+def run_export(options: ExportOptions) -> ExportResult:
+    """Build every requested format; publish what passed. Raises ExportError (exit 2) when nothing could
+    be published, or with ``strict`` when anything was rejected; OUT is then left as it was."""
+    formats = _validate(options)
+    out_dir = Path(options.out_dir)
+    with out_lock(out_dir):
+        clear_leftovers(out_dir)
+        try:
+            return _export(options, formats, out_dir)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ExportError(_disk_full(out_dir)) from None
+            raise
+
+
+def _disk_full(out_dir: Path) -> str:
+    free = shutil.disk_usage(out_dir.parent).free / 1e6
+    return (f"no space left on the device that holds {out_dir} ({free:.0f} MB free) while writing the export; "
+            f"{out_dir} is unchanged -- free some space (an export of S needs ~200 MB) and run it again")
+
+
+def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) -> ExportResult:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     loaded = _load(options)
@@ -143,9 +175,7 @@ def run_export(options: ExportOptions) -> ExportResult:
              loaded.path, spec.name, f"{spec.params:,}", len(inputs), references.noise_px)
     timings["load"] = time.perf_counter() - start
 
-    out_dir = Path(options.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    staging = new_staging(out_dir)
     run = ExportRun(options, loaded, contract, model, inputs, references, Budgets.uniform(options.max_error_px),
                     staging, embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
     try:
@@ -161,7 +191,8 @@ def run_export(options: ExportOptions) -> ExportResult:
                                   gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
                                   extras=(golden.GOLDEN_DIR, model_card.MODEL_CARD))
         _app_files(run, manifest)
-        _publish(run, out_dir, manifest)
+        _finish_staging(run, manifest)
+        publish(staging, out_dir, listed_files(out_dir))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(summary_table(manifest, out_dir))
@@ -180,12 +211,20 @@ def _build(run: ExportRun, fmt: ExportFormat) -> None:
     log.info("stage %s ...", fmt.name)
     try:
         fmt.build(run, fmt)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise  # not this stage's fault: the whole export stops (run_export says so)
+        _stage_crashed(run, fmt, exc)
     except Exception as exc:  # converter crashes: name the stage, keep the detail, keep going
-        log.debug("stage %s crashed", fmt.name, exc_info=True)
-        detail = str(exc) if isinstance(exc, ConvNeXtPoseError) else f"{type(exc).__name__}: {exc}"
-        for kind in fmt.artifacts:
-            if not run.settled(kind):
-                run.reject(kind, CONVERSION_FAILED, f"stage '{fmt.name}' failed: {detail}")
+        _stage_crashed(run, fmt, exc)
+
+
+def _stage_crashed(run: ExportRun, fmt: ExportFormat, exc: Exception) -> None:
+    log.debug("stage %s crashed", fmt.name, exc_info=True)
+    detail = str(exc) if isinstance(exc, ConvNeXtPoseError) else f"{type(exc).__name__}: {exc}"
+    for kind in fmt.artifacts:
+        if not run.settled(kind):
+            run.reject(kind, CONVERSION_FAILED, f"stage '{fmt.name}' failed: {detail}")
 
 
 def _nothing_published(run: ExportRun, strict: bool) -> str:
@@ -235,4 +274,14 @@ def summary_table(manifest: Manifest, out_dir: Path) -> str:
     lines = [title, table, *(f"{'*' * (i + 1)} measured by the {n}" for i, n in enumerate(notes))]
     lines += [f"rejected {r.file}: {r.reason}: {r.detail}" for r in manifest.rejected]
     lines += [f"skipped {stage}: {reason}" for stage, reason in manifest.skipped.items()]
+    lines += [adaptive_note(a.file, a.details["adaptive"]) for a in manifest.artifacts if "adaptive" in a.details]
     return "\n".join(lines)
+
+
+def adaptive_note(file: str, adaptive: dict) -> str:
+    """What an adaptive int8 file kept float, and what that bought, in one line."""
+    last = adaptive["attempts"][-1]
+    layers = adaptive["float_layers"]
+    return (f"adapted {file}: {len(layers)} of {len(adaptive['sensitivity_p99_input_px'])} layers kept float "
+            f"({', '.join(layers)}): cost p99 {last['cost_p99_input_px']:.3g} input px, "
+            f"{last['speedup_over_fp32']:.2f}x the fp32 .tflite's speed; per-layer sensitivity in manifest.json")

@@ -8,14 +8,22 @@ into the run's staging folder and hands it to ``ExportRun.verify``. The format t
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from pathlib import Path
 
-from exporters import tflite_metadata, to_coreml, to_onnx, to_tflite, to_tflite_int8
+import numpy as np
+
+from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_tflite, to_tflite_int8
 from exporters.calibration import CALIBRATED, choose_calibration
 from exporters.export_run import ExportRun
-from exporters.kinds import ExportFormat
+from exporters.gates import OVER_BUDGET
+from exporters.kinds import ArtifactKind, ExportFormat
 from exporters.manifest import app_metadata
 from exporters.mobile_graph import for_xnnpack
+from exporters.parity import parity_stats
 from exporters.simplify import simplify_onnx
+from models.preprocessing import normalise
+from runtimes import open_session
 from runtimes.litert import SIGNATURE_KEY, delegated_nodes
 
 log = logging.getLogger(__name__)
@@ -62,7 +70,8 @@ def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
 
 
 def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
-    """int8-dynamic, int8-w8a8-mixed, int8-w8a8-pw from the verified fp32 .tflite (to_tflite_int8)."""
+    """int8-dynamic, int8-w8a8-mixed, int8-w8a8-pw from the verified fp32 .tflite (to_tflite_int8), and
+    int8-w8a8-adaptive when int8-w8a8-mixed misses its budget (int8_adaptive)."""
     q = to_tflite_int8
     o = run.options
     if run.skip_untrained("tflite-int8", fmt.artifacts):
@@ -77,17 +86,21 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
     run.calibration = choice.to_manifest()
     log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
              choice.calibration.sha256[:12], choice.judged_description)
-    # One calibration pass serves both static recipes: pw keeps more ops float, so it needs a subset
-    # of w8a8-mixed's ranges (byte-identical file to calibrating it on its own, measured on XS).
+    # One calibration pass serves every static recipe: the others keep more ops float, so they need a
+    # subset of w8a8-mixed's ranges (byte-identical file to calibrating pw on its own, measured on XS).
     qsvs = q.calibrate(fp32, choice.calibration, q.W8A8_MIXED, o.threads)
     builds = {
-        "int8-dynamic": (lambda: q.dynamic_range(fp32), q.describe_dynamic()),
-        **{recipe.name: (lambda r=recipe: q.quantize_static(fp32, choice.calibration, r, o.threads, qsvs),
-                         q.describe_static(recipe))
+        "int8-dynamic": (lambda: q.dynamic_range(fp32), q.describe_dynamic(), {}),
+        **{recipe.name: (lambda r=recipe: q.quantize_with_ranges(fp32, r, qsvs), q.describe_static(recipe), {})
            for recipe in (q.W8A8_MIXED, q.W8A8_POINTWISE)},
     }
     for kind in fmt.artifacts:
-        build_bytes, recipe = builds[kind.precision]
+        if kind.precision == q.ADAPTIVE:
+            adapted = _adapt(run, kind, fp32, qsvs, choice.judged)
+            if adapted is None:
+                continue
+            builds[kind.precision] = adapted
+        build_bytes, recipe, extra = builds[kind.precision]
         path = run.path_for(kind)
         # the quantiser keeps our JSON buffer, not the standard metadata's labels file: written again
         path.write_bytes(_with_metadata(run, to_tflite.inline_buffers(build_bytes())))
@@ -97,8 +110,43 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
         run.verify(path, kind,
                    {"ops": ops, "signature": SIGNATURE_KEY, "recipe": recipe,
                     "xnnpack": {"partitions": partitions, "delegated_nodes": delegated, "nodes": total},
-                    "calibration_sha256": choice.calibration.sha256 if calibrated else None},
+                    "calibration_sha256": choice.calibration.sha256 if calibrated else None, **extra},
                    judged=choice.judged if calibrated else None)
+
+
+def _adapt(run: ExportRun, kind: ArtifactKind, fp32: Path, qsvs: dict, judged: np.ndarray):
+    """The adaptive build (a builds entry) when int8-w8a8-mixed was rejected over its budget; otherwise
+    None, the kind skipped (not needed) or rejected (no recipe within the limits)."""
+    mixed = next((r for r in run.rejected if (r.format, r.precision) == ("tflite", to_tflite_int8.W8A8_MIXED.name)),
+                 None)
+    if mixed is None or mixed.reason != OVER_BUDGET:
+        run.skipped_kinds.add((kind.format, kind.precision))
+        log.info("%s: not built (%s)", kind.precision, "int8-w8a8-mixed fits its budget" if mixed is None
+                 else f"int8-w8a8-mixed was rejected for a {mixed.reason}, which float layers do not fix")
+        return None
+    work = fp32.parent
+    model_bytes = fp32.read_bytes()
+    files, models = run.artifact_inputs, run.references.model
+    layers = int8_adaptive.layers_of(model_bytes, models, files[:1], normalise(run.inputs.images[:1]))
+    candidate = work / "adaptive-candidate.tflite"
+
+    def evaluate(flatbuffer: bytes) -> float:
+        candidate.write_bytes(flatbuffer)
+        joints = open_session(kind.runtime, candidate, run.options.threads, kind.layout).run_all(files[judged])
+        return parity_stats(joints, run.references.fp32[judged], run.loaded.spec).p99_input_px
+
+    def speedup(flatbuffer: bytes) -> float:
+        candidate.write_bytes(flatbuffer)
+        return int8_adaptive.measure_speedup(fp32, candidate, files[:1], run.options.threads, kind.layout)
+
+    adaptation = int8_adaptive.adapt(model_bytes, layers, qsvs, evaluate, speedup, run.budgets.int8)
+    record = {"adaptive": adaptation.to_dict()}
+    if adaptation.model is None:
+        run.reject(kind, OVER_BUDGET, f"no adaptive recipe within the limits: {adaptation.limit}", details=record)
+        return None
+    recipe = replace(to_tflite_int8.W8A8_MIXED, name=kind.precision)
+    built = adaptation.model
+    return (lambda: built), to_tflite_int8.describe_static(recipe, adaptation.float_layers), record
 
 
 def _with_metadata(run: ExportRun, tflite: bytes) -> bytes:

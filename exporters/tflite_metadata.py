@@ -15,13 +15,16 @@ model, reading it back -- is MediaPipe's own code.
 
 from __future__ import annotations
 
+import io
 import sys
 import tempfile
 import types
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 _HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 LABELS_FILE = "joint_names.txt"
 
 
@@ -144,7 +147,23 @@ def write(tflite: bytes, info: TfliteMetadata) -> bytes:
         populator.load_metadata_buffer(builder.Output())
         populator.load_associated_files([str(labels)])
         populator.populate()
-        return model_file.read_bytes()
+        return _fixed_zip_times(model_file.read_bytes())
+
+
+def _fixed_zip_times(model: bytes) -> bytes:
+    """The packed files again, appended the populator's way but stamped 1980-01-01 instead of the time of
+    the export: the same model gives the same bytes."""
+    with zipfile.ZipFile(io.BytesIO(model)) as packed:
+        infos = packed.infolist()
+        members = [(info.filename, packed.read(info)) for info in infos]
+    buffer = io.BytesIO(model[: min(info.header_offset for info in infos)])
+    buffer.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(buffer, "a") as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    return buffer.getvalue()
 
 
 def read(path: Path) -> tuple[dict, dict[str, str]]:

@@ -227,4 +227,27 @@ def export_coreml(
     )
     mlmodel.user_defined_metadata.update(metadata)
     mlmodel.save(str(path))
+    make_deterministic(path)
     return details
+
+
+def make_deterministic(path: Path) -> None:
+    """Same model, same bytes: coremltools serialises the spec's metadata map in hash order (it changes
+    with every process) and names an .mlpackage's items with random UUIDs; both are rewritten."""
+    import json
+    import uuid
+
+    from coremltools.models.utils import load_spec
+
+    if path.is_dir():
+        manifest_path = path / "Manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, item["path"]))
+               for old, item in manifest["itemInfoEntries"].items()}
+        manifest["itemInfoEntries"] = {ids[old]: item for old, item in manifest["itemInfoEntries"].items()}
+        manifest["rootModelIdentifier"] = ids[manifest["rootModelIdentifier"]]
+        manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True))
+        spec_file = next(path.rglob("model.mlmodel"))
+    else:
+        spec_file = path
+    spec_file.write_bytes(load_spec(str(spec_file)).SerializeToString(deterministic=True))

@@ -71,7 +71,7 @@ def onnx_to_saved_model(onnx_path: Path, work_dir: Path, calibration_images: np.
                 batch_size=1,  # fixes a dynamic batch axis; phones run one crop at a time
                 non_verbose=True,
             )
-    except BaseException as exc:
+    except Exception as exc:  # not KeyboardInterrupt: Ctrl-C stops the export, it is not a converter failure
         tail = "\n".join(captured.getvalue().strip().splitlines()[-15:])
         raise ExportError(f"onnx2tf failed on {onnx_path.name}: {exc}\n{tail}") from None
     (work_dir / "onnx2tf.log").write_text(captured.getvalue())

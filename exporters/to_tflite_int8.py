@@ -67,6 +67,10 @@ class StaticRecipe:
     weight_granularity: str = "CHANNELWISE"  # TENSORWISE: same speed, +0.1 px p99 on XS
     float_ops: tuple[str, ...] = TAIL_FLOAT_OPS
     float_io: bool = True  # graph INPUT/OUTPUT stay float: the app contract is unchanged
+    #: op-scope regexes quantised (None: every op); exporters/int8_adaptive.py quantises one layer alone
+    only_scopes: tuple[str, ...] | None = None
+    #: op-scope regexes kept float whatever their type (the layers an adaptive recipe keeps float)
+    float_scopes: tuple[str, ...] = ()
 
 
 #: The full-integer-body recipe (the artifact `int8-w8a8-mixed`): every conv int8.
@@ -76,8 +80,11 @@ W8A8_MIXED = StaticRecipe()
 #: are slower than its fp32 ones here (XS, 64x64x40, one block's split 7x7: 1.15 vs 0.90 ms, while
 #: the block's two 1x1 convs go 0.92 -> 0.29 ms), so the float depthwise pays for its Q/DQ pairs.
 W8A8_POINTWISE = StaticRecipe(name="int8-w8a8-pw", float_ops=TAIL_FLOAT_OPS + ("DEPTHWISE_CONV_2D", "ADD"))
+#: W8A8_MIXED with the layers this checkpoint cannot afford in int8 kept float: built only when
+#: W8A8_MIXED misses its budget (exporters/int8_adaptive.py).
+ADAPTIVE = "int8-w8a8-adaptive"
 #: The integer artifacts, in build order.
-PRECISIONS = ("int8-dynamic", W8A8_MIXED.name, W8A8_POINTWISE.name)
+PRECISIONS = ("int8-dynamic", W8A8_MIXED.name, W8A8_POINTWISE.name, ADAPTIVE)
 
 
 def _read(model: ModelSource) -> bytes:
@@ -102,10 +109,14 @@ def static_recipe_rules(recipe: StaticRecipe) -> list[dict]:
     from ai_edge_quantizer.recipe_manager import RecipeManager
 
     gran = qtyping.QuantGranularity[recipe.weight_granularity]
+    everything = qtyping.TFLOperationName.ALL_SUPPORTED
     rm = RecipeManager()
-    rm.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, recipe.activation_bits, recipe.weight_bits, gran)
+    for scope in recipe.only_scopes or (".*",):
+        rm.add_static_config(scope, everything, recipe.activation_bits, recipe.weight_bits, gran)
     for op in _float_ops(recipe):
         rm.add_quantization_config(".*", qtyping.TFLOperationName(op), algorithm_key="no_quantize")
+    for scope in recipe.float_scopes:
+        rm.add_quantization_config(scope, everything, algorithm_key="no_quantize")
     return rm.get_quantization_recipe()
 
 
@@ -131,10 +142,16 @@ def calibrate(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticReci
 def quantize_static(fp32: ModelSource, calibration: CalibrationSet, recipe: StaticRecipe = StaticRecipe(),
                     num_threads: int = 2, qsvs: dict | None = None) -> bytes:
     """Calibrate on ``calibration`` (unless ``qsvs`` are given) and quantise with ``recipe``."""
+    return quantize_with_ranges(fp32, recipe, qsvs if qsvs is not None else calibrate(fp32, calibration, recipe,
+                                                                                    num_threads))
+
+
+def quantize_with_ranges(fp32: ModelSource, recipe: StaticRecipe, qsvs: dict) -> bytes:
+    """Quantise with ``recipe`` and the activation ranges of an earlier calibration (``calibrate``), which
+    must cover every tensor ``recipe`` quantises."""
     from ai_edge_quantizer import quantizer
 
     q = quantizer.Quantizer(bytearray(_read(fp32)), static_recipe_rules(recipe))
-    qsvs = qsvs if qsvs is not None else calibrate(fp32, calibration, recipe, num_threads)
     with hushed():
         return bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
 
@@ -145,8 +162,10 @@ def describe_dynamic(float_ops: Sequence[str] = DYNAMIC_FLOAT_OPS) -> str:
             f"no_quantize: {', '.join(float_ops)}")
 
 
-def describe_static(recipe: StaticRecipe) -> str:
-    """A static recipe in one line, for the manifest."""
+def describe_static(recipe: StaticRecipe, float_layers: Sequence[str] = ()) -> str:
+    """A static recipe in one line, for the manifest (``float_layers``: names of its float scopes)."""
+    where = "every op" if recipe.only_scopes is None else f"{len(recipe.only_scopes)} op scope(s)"
+    layers = f"; layers kept float: {', '.join(float_layers)}" if float_layers else ""
     return (f"ai-edge-quantizer static w{recipe.weight_bits}a{recipe.activation_bits} "
-            f"({recipe.weight_granularity.lower()} weights, ranges merged by moving_average) on every op; "
-            f"no_quantize: {', '.join(_float_ops(recipe))}")
+            f"({recipe.weight_granularity.lower()} weights, ranges merged by moving_average) on {where}; "
+            f"no_quantize: {', '.join(_float_ops(recipe))}{layers}")

@@ -82,7 +82,10 @@ def read_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (.pth, .pth.tar, .tar)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
-    looks_like_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        looks_like_zip = f.read(4) == b"PK\x03\x04"
+    if looks_like_zip:
+        check_storages(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -98,6 +101,80 @@ def read_file(path: Path) -> Any:
         if looks_like_zip or "zip" in str(exc).lower():
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint archive ({_first_line(exc)})") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+#: Largest tensor a ConvNeXtPose checkpoint holds is L's final layer (1152 x 512 floats, 2.4 MB); a
+#: storage claiming more than this is refused before anything is allocated.
+MAX_STORAGE_BYTES = 1 << 28
+
+
+class _Anything:
+    """Stands for every object of a checkpoint's pickle while only its storage records are read."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, *args, **kwargs) -> "_Anything":
+        return _Anything()
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def append(self, value) -> None:
+        pass
+
+    def extend(self, values) -> None:
+        pass
+
+
+_ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
+
+
+def check_storages(path: Path) -> None:
+    """Before torch allocates anything: every tensor storage the archive's pickle declares must exist in
+    the archive, hold the bytes it claims, and claim no absurd amount (a hostile or damaged header)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(pickles) != 1:
+                return  # let torch say what is wrong
+            prefix = pickles[0][: -len("data.pkl")]
+            sizes = {n[len(prefix) + len("data/"):]: archive.getinfo(n).file_size for n in names
+                     if n.startswith(prefix + "data/")}
+            records: list[tuple] = []
+
+            class Reader(pickle.Unpickler):
+                def find_class(self, module: str, name: str):
+                    return type(name, (_Anything,), {}) if name.endswith("Storage") else _Anything
+
+                def persistent_load(self, pid):
+                    records.append(tuple(pid))
+                    return _Anything()
+
+            Reader(archive.open(pickles[0])).load()
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, OSError):
+        return  # torch reports these itself; this check is only about sizes
+    for record in records:
+        if len(record) < 5 or record[0] != "storage":
+            continue
+        _, storage_type, key, _, numel = record[:5]
+        element = _ELEMENT_BYTES.get(getattr(storage_type, "__name__", "").removesuffix("Storage"), 1)
+        claimed = int(numel) * element if str(numel).lstrip("-").isdigit() else -1
+        if claimed < 0 or claimed > MAX_STORAGE_BYTES:
+            raise CheckpointError(f"{path}: refused -- tensor storage {key!r} claims {claimed:,} bytes, more than any "
+                                  f"ConvNeXtPose tensor ({MAX_STORAGE_BYTES:,}): a damaged or hostile file")
+        if str(key) not in sizes:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint archive (tensor storage {key!r} is "
+                                  "missing from the archive)")
+        if sizes[str(key)] < claimed:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint archive (tensor storage {key!r} claims "
+                                  f"{claimed:,} bytes, the file holds {sizes[str(key)]:,})")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -117,6 +194,11 @@ def extract_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], i
         if key in obj and isinstance(obj[key], Mapping):
             state = obj[key]
             where = f"'{key}'"
+            for _ in range(3):  # nested wrappers, e.g. {'model': {'state_dict': {...}}}
+                inner = [k for k in STATE_DICT_KEYS if isinstance(state.get(k), Mapping)]
+                if len(state) != 1 or not inner:
+                    break
+                state, where = state[inner[0]], f"{where} -> '{inner[0]}'"
             break
     else:
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -315,6 +397,11 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Read, normalise, check and infer. Raises CheckpointError (or CheckpointMismatchError)."""
     path = Path(path)
+    if joints < 1:
+        raise CheckpointError(f"--joints {joints}: needs at least one joint")
+    if num_upsample is not None and not 0 <= num_upsample <= NUM_HEAD_LAYERS:
+        raise CheckpointError(f"--upsample {num_upsample}: the head has {NUM_HEAD_LAYERS} layers, so 0 to "
+                              f"{NUM_HEAD_LAYERS} of them can upsample")
     state, epoch, synthetic = extract_state_dict(read_file(path), path)
     state, style = normalise_keys(state)
     state, warnings = check_values(state, path)

@@ -26,6 +26,10 @@ RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
 }
 
 
+#: Runtime key -> intermediate_tensors(path, x, threads, layout): every tensor it computes (diagnosis).
+INTERMEDIATES = {"onnxruntime": onnxrt.intermediate_tensors, "litert": litert.intermediate_tensors,
+                 "coreml": coreml.intermediate_tensors}
+
 #: The package whose version decides what a runtime computes (recorded in the manifest at export).
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "coreml": "coremltools"}
 

@@ -9,11 +9,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session, to_layout
+import numpy as np
+
+from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session, Tensors, to_layout
 
 REFERENCE_EVALUATOR = "reference evaluator (saved spec read back and run op by op in PyTorch; not Core ML)"
 #: Torch threads of the reference evaluator (see coreml_reference.evaluate_coreml).
 EVALUATOR_THREADS = 1
+
+
+def intermediate_tensors(path: Path, x: np.ndarray, threads: int = 2, layout: str = "NCHW") -> Tensors:
+    """Every tensor of the saved model for ``x`` (1, 3, S, S) NCHW in [0, 1], from the reference evaluator
+    (Core ML itself does not expose them), in execution order."""
+    from runtimes.coreml_reference import load_coreml, to_pixels
+
+    graph = load_coreml(path)
+    keep: dict[str, np.ndarray] = {}
+    if graph.image_input is not None:
+        graph.run_image(to_pixels(x), keep)
+    else:
+        graph.run(x.astype(np.float32), keep)
+    return list(keep.items())
 
 
 def can_predict() -> tuple[bool, str]:

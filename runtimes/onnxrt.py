@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import RuntimeUnavailableError
-from runtimes.session import INPUT_NAME, Session, to_layout
+from runtimes.session import INPUT_NAME, Session, Tensors, to_layout
 from runtimes.versions import version_of
 
 
@@ -19,6 +22,27 @@ def inference_session(path: Path, threads: int = 2):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def intermediate_tensors(path: Path, x: np.ndarray, threads: int = 2, layout: str = "NCHW") -> Tensors:
+    """Every float tensor the graph computes for ``x`` (1, 3, S, S) NCHW, in node order: the model with all
+    of them made graph outputs."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    known = {o.name for o in model.graph.output}
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    order = [out for node in model.graph.node for out in node.output]
+    infos = {v.name: v for v in model.graph.value_info if v.type.tensor_type.elem_type in float_types}
+    model.graph.output.extend(infos[name] for name in order if name in infos and name not in known)
+    with tempfile.TemporaryDirectory(prefix="ort-tensors-") as tmp:
+        probe = Path(tmp) / "all-outputs.onnx"
+        onnx.save(model, str(probe))
+        session = inference_session(probe, threads)
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(None, {INPUT_NAME: to_layout(x, layout)})
+    by_name = dict(zip(names, values))
+    return [(name, by_name[name].astype(np.float32)) for name in order if name in by_name]
 
 
 def open_session(path: Path, threads: int = 2, layout: str = "NCHW") -> Session:

@@ -29,6 +29,10 @@ class Session:
         return np.concatenate([self.predict(np.ascontiguousarray(x[None], dtype=np.float32)) for x in inputs_nchw])
 
 
+#: Every float tensor a runtime computed for one input, in execution order: (name, values).
+Tensors = list[tuple[str, np.ndarray]]
+
+
 def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
     if layout == "NCHW":
         return x_nchw

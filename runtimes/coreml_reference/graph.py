@@ -94,14 +94,15 @@ class Graph:
     def op_types(self) -> list[str]:
         return sorted({n.op_type for n in self.nodes})
 
-    def run_image(self, rgb255: np.ndarray) -> np.ndarray:
+    def run_image(self, rgb255: np.ndarray, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """An image-input model on (1, 3, H, W) RGB pixel values 0..255, as Core ML would feed it."""
         if self.image_input is None:
             raise ExportError("this Core ML model takes a tensor, not an image")
-        return self.run(self.image_input.model_input(rgb255))
+        return self.run(self.image_input.model_input(rgb255), keep)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """The model on what its first op receives (for an image input: see ``run_image``)."""
+    def run(self, x: np.ndarray, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The model on what its first op receives (for an image input: see ``run_image``). ``keep``: filled
+        with every tensor an op produced, by name, in execution order."""
         env: dict[str, Any] = dict(self.constants)
         env[self.input_name] = torch.from_numpy(np.ascontiguousarray(x)).to(self.input_dtype)
         with torch.no_grad():
@@ -119,6 +120,8 @@ class Graph:
                                       f"the model declares {len(node.outputs)}")
                 for name, value, dtype in zip(node.outputs, results, node.out_dtypes):
                     env[name] = value.to(dtype) if dtype is not None and torch.is_tensor(value) else value
+                    if keep is not None and torch.is_tensor(env[name]) and env[name].is_floating_point():
+                        keep[name] = env[name].float().numpy()
         return env[self.output_name].float().numpy()
 
 

@@ -11,7 +11,6 @@ precision cost, with the figures; a real conversion bug is rejected as a convers
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -105,16 +104,16 @@ def test_untrained_legacy_key_m_float_formats(tmp_path, capsys):
     assert manifest["spec"]["heatmap_shape"] == [64, 64, 64]
 
 
-def _train_elsewhere(seconds: float = 50.0, seed: int = 11) -> ConvNeXtPose:
+def _train_elsewhere(steps: int = 100, seed: int = 11) -> ConvNeXtPose:
     """XS trained by this test's own loop, seed and schedule on the synthetic task: cross-entropy on the
-    target voxel plus L1 on the soft-argmax, plain AdamW, 256 px. Single-peaked, sharp heatmaps."""
+    target voxel plus L1 on the soft-argmax, plain AdamW, 256 px. Single-peaked, sharp heatmaps. A step
+    count, not a time: a slow or busy machine must train the same model (~30 s here)."""
     torch.manual_seed(seed)
     spec = spec_for("XS")
     model = ConvNeXtPose(spec).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     d, h, w = spec.heatmap_shape
-    start, step = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    for step in range(steps):
         batch = render_batch(spec, seed, step * 8, 8, TRAIN)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model.heatmaps(normalise(batch.images))
@@ -127,7 +126,6 @@ def _train_elsewhere(seconds: float = 50.0, seed: int = 11) -> ConvNeXtPose:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step += 1
     return model.eval()
 
 
@@ -135,7 +133,7 @@ def test_a_checkpoint_trained_elsewhere_publishes_every_float_artifact(tmp_path,
     model = _train_elsewhere()
     with torch.no_grad():
         probs = torch.softmax(model.heatmaps(torch.zeros(1, 3, 256, 256)).flatten(2), -1)
-    assert float(probs.amax(-1).median()) > 0.005  # peaked, unlike untrained weights (~1 / 32768)
+    assert float(probs.amax(-1).median()) > 0.002  # peaked: > 60x untrained weights (~1 / 32768)
     marker = {"kind": "trained-synthetic", "note": "trained by tests/exporters/test_foreign_checkpoints.py"}
     ckpt = _released_layout(model, tmp_path / "elsewhere.pth", marker=marker)
     code, manifest = _export(capsys, ckpt, tmp_path / "XS", "--variant", "XS")
@@ -174,7 +172,7 @@ def test_an_injected_conversion_bug_is_rejected_as_a_conversion_error(bug, weigh
     out = tmp_path / "XS"
     code = main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--variant", "XS", "--formats", "onnx,coreml"])
     err = capsys.readouterr().err
-    assert code == 2 and not any(out.iterdir())  # nothing passed: nothing published, OUT untouched
+    assert code == 2 and not out.exists()  # nothing passed: nothing published, OUT not created
     assert "Traceback" not in err
     lines = {line.split(":")[0].strip(): line for line in err.splitlines() if line.startswith("  convnextpose-XS")}
     assert set(lines) == {"convnextpose-XS.onnx", "convnextpose-XS.sim.onnx", "convnextpose-XS.mlmodel",

@@ -1,0 +1,1 @@
+"""The reliability campaign: a generated corpus of bad inputs (corpus.py) and its runner (campaign.py)."""
