@@ -177,6 +177,11 @@ def run_bench(options: BenchOptions) -> dict:
                 entry["ratio_to_tflite_fp32_per_round"] = per_round
                 entry["ratio_to_tflite_fp32"] = float(np.median(per_round))
         rows.append(entry)
+    int8_limit = roofline.get("int8_gemm_gops")
+    for entry in rows:  # integer files against the integer roofline (2 ops per MAC, as for fp32)
+        if entry["precision"].startswith("int8") and entry.get("latency") and int8_limit:
+            entry["gops"] = 2 * spec.macs / (entry["latency"]["p50_ms"] / 1000) / 1e9
+            entry["share_of_int8_gemm"] = entry["gops"] / int8_limit
     ort = next((r for n in BASELINE_ORDER for r in rows if r["backend"] == n and "latency" in r), None)
     throughput = {}
     if ort and roofline.get("gemm_gflops"):

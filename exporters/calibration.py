@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 64  # images; ranges of a ReLU network settle after a few dozen crops
 #: Precisions whose activation ranges come from the calibration set: judged only on inputs disjoint from it.
-CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw", "int8-w8a8-adaptive"})
+CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw", "int8-w8a8-adaptive", "int8-qdq"})
 ImageSource = Path | str | Sequence[Path | str] | Callable[[int], np.ndarray]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from common.files import path_digest
+from exporters.calibration import CalibrationChoice
 from exporters.contract import InputContract
 from exporters.gates import Budgets, judge
 from exporters.inputs import InputSet
@@ -75,6 +76,7 @@ class ExportRun:
     skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it produced nothing
     skipped_kinds: set[tuple[str, str]] = field(default_factory=set)  # (format, precision) not built on purpose
     calibration: dict | None = None  # manifest record of the int8 calibration set
+    calibration_choice: CalibrationChoice | None = None  # made once for every integer format
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # published file -> its joints on ``inputs``
 
     @property

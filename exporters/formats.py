@@ -40,6 +40,9 @@ FORMATS: list[ExportFormat] = [
     ExportFormat("tflite-int8", "integer TFLite quantised from the verified fp32 .tflite",
                  tuple(_tflite(p) for p in to_tflite_int8.PRECISIONS), stages.build_tflite_int8,
                  requires=("tflite",)),
+    ExportFormat("onnx-int8", "ONNX Runtime static int8 (QDQ) of the verified simplified ONNX", (
+        ArtifactKind("onnx", "int8-qdq", "_int8-qdq.onnx", "NCHW", "onnxruntime", "onnxruntime-int8-qdq", "int8"),
+    ), stages.build_onnx_int8, requires=("onnx",)),
     ExportFormat("coreml", "Core ML .mlpackage (fp16, int8 weights) and .mlmodel (fp32)", (
         _coreml(to_coreml.MLPACKAGE, "coreml-mlpackage"),
         _coreml(to_coreml.MLMODEL, "coreml-mlmodel"),

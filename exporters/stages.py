@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_tflite, to_tflite_int8
+from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
 from exporters.calibration import CALIBRATED, choose_calibration
 from exporters.export_run import ExportRun
 from exporters.gates import OVER_BUDGET
@@ -44,6 +45,39 @@ def build_onnx(run: ExportRun, fmt: ExportFormat) -> None:
     details = simplify_onnx(raw, simplified, o.simplifier, run.metadata)
     log.debug("simplified with %s: %d -> %d nodes", o.simplifier, details["nodes_before"], details["nodes_after"])
     run.verify(simplified, simplified_kind, details)
+
+
+def build_onnx_int8(run: ExportRun, fmt: ExportFormat) -> None:
+    """ONNX Runtime's own static int8 (QDQ) of the verified simplified ONNX, calibrated on the set the
+    integer TFLite files use (to_onnx_int8)."""
+    (kind,) = fmt.artifacts
+    if run.skip_untrained("onnx-int8", fmt.artifacts):
+        return
+    simplified = run.published("onnx-simplified", "fp32")
+    if simplified is None:
+        run.reject(kind, NOT_BUILT, "it is quantised from the simplified ONNX, which was not published")
+        return
+    choice = _calibration(run)
+    path = run.path_for(kind)
+    source = run.staging / simplified.file
+    calibration = run.contract.prepare(choice.calibration.images.transpose(0, 3, 1, 2))
+    details = to_onnx_int8.quantize_qdq(source, path, calibration)
+    proto = onnx.load(str(path))
+    to_onnx.set_metadata(proto, run.metadata)
+    onnx.save(proto, str(path))
+    run.verify(path, kind, {**details, "calibration_sha256": choice.calibration.sha256}, judged=choice.judged)
+
+
+def _calibration(run: ExportRun):
+    """The int8 calibration choice of this export, made once for every integer format."""
+    if run.calibration_choice is None:
+        o = run.options
+        run.calibration_choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
+        run.calibration = run.calibration_choice.to_manifest()
+        c = run.calibration_choice
+        log.info("int8 calibration: %s (sha256 %s); judged on %s", c.calibration.description,
+                 c.calibration.sha256[:12], c.judged_description)
+    return run.calibration_choice
 
 
 def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
@@ -82,10 +116,7 @@ def build_tflite_int8(run: ExportRun, fmt: ExportFormat) -> None:
         return
     # the published file's flatbuffer without the packed labels file, which ai-edge-quantizer cannot read
     fp32 = run.staging / ".work" / "tflite" / QUANTIZER_SOURCE
-    choice = choose_calibration(run.loaded, run.inputs, o.calib_dir, o.seed)
-    run.calibration = choice.to_manifest()
-    log.info("int8 calibration: %s (sha256 %s); judged on %s", choice.calibration.description,
-             choice.calibration.sha256[:12], choice.judged_description)
+    choice = _calibration(run)
     # One calibration pass serves every static recipe: the others keep more ops float, so they need a
     # subset of w8a8-mixed's ranges (byte-identical file to calibrating pw on its own, measured on XS).
     qsvs = q.calibrate(fp32, choice.calibration, q.W8A8_MIXED, o.threads)

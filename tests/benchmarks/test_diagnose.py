@@ -29,7 +29,7 @@ def test_every_artifact_is_diagnosed_at_every_boundary(xs_int8_export, tmp_path,
     report = json.loads((tmp_path / DIAGNOSE_JSON).read_text())
     assert (tmp_path / DIAGNOSE_PNG).stat().st_size > 10_000
     assert [a["file"] for a in report["artifacts"]] == [a.file for a in manifest.artifacts]
-    assert len(report["artifacts"]) == 10 and report["failures"] == {}
+    assert len(report["artifacts"]) == 11 and report["failures"] == {}
     kinds = {a.file: a for a in manifest.artifacts}
     for art in report["artifacts"]:
         snrs = [b["snr_db"] for b in art["boundaries"]]

@@ -142,14 +142,14 @@ def _results_from_the_golden_files(out: Path, art_file: str) -> dict:
 def test_golden_vectors_pass_for_every_artifact_run_from_their_own_files(xs_int8_export, tmp_path, capsys):
     out, _ = xs_int8_export
     record = json.loads((out / "golden" / "golden.json").read_text())
-    assert len(record["inputs"]) == golden.NUM_GOLDEN and len(record["artifacts"]) == 10
+    assert len(record["inputs"]) == golden.NUM_GOLDEN and len(record["artifacts"]) == 11
     assert {"synthetic", "photo"} <= {"synthetic" if i["source"].startswith("synthetic") else "photo"
                                       for i in record["inputs"]}
     results = {"results": [_results_from_the_golden_files(out, f) for f in record["artifacts"]]}
     (tmp_path / "results.json").write_text(json.dumps(results))
     assert main(["check-golden", str(out), str(tmp_path / "results.json")]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("joints within tolerance") == 10 and "FAIL" not in printed
+    assert printed.count("joints within tolerance") == 11 and "FAIL" not in printed
 
 
 def test_perturbed_results_fail_and_name_the_joint(xs_int8_export, tmp_path, capsys):
