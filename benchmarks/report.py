@@ -78,8 +78,9 @@ def markdown(bench: dict) -> str:
                       f"({roof['gemm_gflops']:.1f} GFLOP/s, {roof['library']}, n={roof['n']})."]
     integer = [r for r in bench["backends"] if r.get("gops")]
     if integer and roof.get("int8_gemm_gops"):
-        lines += ["", f"Integer files against this machine's int8 GEMM ({roof['int8_gemm_gops']:.0f} GOP/s, fbgemm "
-                      f"u8 x s8, n={roof['n']}; {2 * bench['spec']['macs'] / 1e9:.2f} GOP per image):"]
+        lines += ["", f"Integer files against this machine's int8 GEMM ({roof['int8_gemm_gops']:.0f} GOP/s, "
+                      f"{roof.get('int8_library', 'fbgemm u8 x s8')}, n={roof['n']}; "
+                      f"{2 * bench['spec']['macs'] / 1e9:.2f} GOP per image):"]
         lines += [f"- {r['backend']}: {r['gops']:.0f} GOP/s = {100 * r['share_of_int8_gemm']:.0f}% of it"
                   for r in integer]
     if notes:

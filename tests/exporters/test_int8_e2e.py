@@ -93,3 +93,24 @@ def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int
     good = judge(run_artifact("litert", out / "convnextpose-XS_int8-w8a8-mixed.tflite", inputs.images,
                               layout="NHWC"), "int8", refs, judged, Budgets())
     assert good.published and np.isfinite(good.parity.max_abs_px)
+
+
+def test_onnx_int8_is_qdq_with_a_float_soft_argmax(xs_int8_export):
+    """ONNX Runtime's own int8 of the same network: Q/DQ pairs around the body, the tail float, judged
+    on the same images as the integer TFLite files and calibrated on the same set."""
+    import onnx
+
+    out, _ = xs_int8_export
+    manifest = Manifest.read(out)
+    art = next(a for a in manifest.artifacts if a.precision == "int8-qdq")
+    tflite = next(a for a in manifest.artifacts if a.precision == "int8-w8a8-mixed")
+    assert art.details["calibration_sha256"] == tflite.details["calibration_sha256"]
+    assert art.verdict["cost"]["n_inputs"] == tflite.verdict["cost"]["n_inputs"] == 10
+    graph = onnx.load(str(out / art.file)).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    softmax = next(n for n in graph.node if n.op_type == "Softmax")
+    reshape = produced_by[softmax.input[0]]
+    assert reshape.op_type == "Reshape" and produced_by[reshape.input[0]].op_type == "DequantizeLinear"
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(produced_by[c.input[1]].op_type == "DequantizeLinear" for c in convs)  # int8 weights
+    assert art.details["float_nodes"] == ["/soft_argmax/Reshape", "/soft_argmax/Softmax", "/soft_argmax/MatMul"]
