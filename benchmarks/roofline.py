@@ -62,8 +62,9 @@ def fbgemm_int8(threads: int, n: int = GEMM_N) -> float:
 
 
 def _ort_matmul(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> float:
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
+
+    from runtimes.onnxrt import inference_session
 
     n = a.shape[0]
     types = {np.float32: TensorProto.FLOAT, np.uint8: TensorProto.UINT8}
@@ -71,10 +72,8 @@ def _ort_matmul(op: str, a: np.ndarray, b: np.ndarray, threads: int) -> float:
     graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["Y"])], "gemm",
                               [helper.make_tensor_value_info("A", types[a.dtype.type], [n, n])],
                               [helper.make_tensor_value_info("Y", out_type, [n, n])], [numpy_helper.from_array(b, "B")])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                                   .SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = inference_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString(), threads)
     return _best_rate(lambda: session.run(None, {"A": a}), 2 * n**3)
 
 

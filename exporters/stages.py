@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
-from exporters.calibration import CALIBRATED, choose_calibration
+from exporters.calibration import CALIBRATED, CalibrationChoice, choose_calibration
 from exporters.export_run import ExportRun
 from exporters.gates import OVER_BUDGET
 from exporters.kinds import ArtifactKind, ExportFormat
@@ -68,7 +68,7 @@ def build_onnx_int8(run: ExportRun, fmt: ExportFormat) -> None:
     run.verify(path, kind, {**details, "calibration_sha256": choice.calibration.sha256}, judged=choice.judged)
 
 
-def _calibration(run: ExportRun):
+def _calibration(run: ExportRun) -> CalibrationChoice:
     """The int8 calibration choice of this export, made once for every integer format."""
     if run.calibration_choice is None:
         o = run.options
@@ -157,8 +157,8 @@ def _adapt(run: ExportRun, kind: ArtifactKind, fp32: Path, qsvs: dict, judged: n
         return None
     work = fp32.parent
     model_bytes = fp32.read_bytes()
-    files, models = run.artifact_inputs, run.references.model
-    layers = int8_adaptive.layers_of(model_bytes, models, files[:1], normalise(run.inputs.images[:1]))
+    files = run.artifact_inputs
+    layers = int8_adaptive.layers_of(model_bytes, run.references.model, files[:1], normalise(run.inputs.images[:1]))
     candidate = work / "adaptive-candidate.tflite"
 
     def evaluate(flatbuffer: bytes) -> float:

@@ -12,8 +12,9 @@ from runtimes.session import INPUT_NAME, Session, Tensors, to_layout
 from runtimes.versions import version_of
 
 
-def inference_session(path: Path, threads: int = 2):
-    """An onnxruntime.InferenceSession on the CPU with ``threads`` intra-op threads and no inter-op pool."""
+def inference_session(path: Path | bytes, threads: int = 2):
+    """An onnxruntime.InferenceSession on the CPU with ``threads`` intra-op threads and no inter-op pool;
+    ``path`` may also be a serialised model (the roofline's one-op graphs)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -21,7 +22,8 @@ def inference_session(path: Path, threads: int = 2):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def intermediate_tensors(path: Path, x: np.ndarray, threads: int = 2, layout: str = "NCHW") -> Tensors:
