@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install lint test test-fast export bench diagnose robustness clean
+.PHONY: install lint test test-fast export bench diagnose kernels robustness clean
 
 # pip's own chatter goes to $(VENV)/install.log; on a failure its tail is printed.
 $(STAMP): pyproject.toml
@@ -40,6 +40,9 @@ bench: install
 diagnose: install
 	@test -f $(OUT)/manifest.json || { echo "no export in $(OUT): run 'make export VARIANT=$(VARIANT)' first"; exit 2; }
 	$(BIN)/convnextpose diagnose $(OUT) --threads $(THREADS)
+
+kernels: install
+	$(BIN)/convnextpose kernels --variant $(VARIANT) --threads $(THREADS)
 
 robustness: install
 	$(BIN)/python -m robustness

@@ -224,6 +224,16 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    from benchmarks.kernels import report, tables, time_kernels, write_report
+    from models.spec import spec_for
+
+    data = report(time_kernels(spec_for(args.variant), args.threads), args.threads)
+    print(tables(data))
+    print(f"wrote {write_report(data, args.report_dir)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
@@ -371,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_profile)
 
+    p = sub.add_parser("kernels", help="the network's block convolutions timed one at a time in TFLite (XNNPACK), "
+                                       "ONNX Runtime and fbgemm, fp32 and int8: which library is the wall")
+    p.add_argument("--variant", type=_variant, default="S")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-dir", type=Path, default=Path("artifacts/kernels"), help="where kernels.json goes")
+    p.set_defaults(func=_kernels)
+
     p = sub.add_parser("demo", help="draw each backend's predicted skeleton over a photo, side by side")
     p.add_argument("image", type=Path, nargs="?", help="photo (or use --synthetic)")
     p.add_argument("--synthetic", type=int, metavar="INDEX",
@@ -384,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 OUR_LOGGERS = ("convnextpose", "common", "models", "runtimes", "exporters", "benchmarks")
 #: Commands that load a converter or a runtime that prints while it loads (TensorFlow, coremltools).
-_CONVERTING = {"export", "verify", "bench", "diagnose", "profile", "demo"}
+_CONVERTING = {"export", "verify", "bench", "diagnose", "profile", "kernels", "demo"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,8 @@ def run_bench(options: BenchOptions) -> dict:
         jobs = [(r, b) for r in range(options.repeats) for b in backends]  # rounds interleave backends
         for repeat, backend in tqdm(jobs, desc="bench", unit="backend", disable=None):
             job = WorkerJob(backend, str(out_dir), options.threads, str(work / "inputs.npy"),
-                            str(work / f"{backend.name}.{repeat}.npy"), str(work / f"{backend.name}.{repeat}.json"),
+                            str(work / f"{backend.name}.npy") if repeat == 0 else None,
+                            str(work / f"{backend.name}.{repeat}.json"),
                             options.settings)
             result = _run_worker(job, work)
             row = results[backend.name]
@@ -138,7 +139,7 @@ def run_bench(options: BenchOptions) -> dict:
                 log.info("%-24s %s: %s", backend.name, result["status"], result["reason"])
             if repeat == 0:
                 row.update(result)
-                outputs_file = work / f"{backend.name}.0.npy"
+                outputs_file = work / f"{backend.name}.npy"
                 if outputs_file.exists():
                     outputs = np.load(outputs_file)
                     judged = judged_mask_for(manifest, inputs, backend.precision)
@@ -152,7 +153,9 @@ def run_bench(options: BenchOptions) -> dict:
                         row[f"parity_{group}"] = parity_stats(outputs[mask], refs.fp32[mask], spec).to_dict()
                 if backend.name in skew:
                     row.update(status="failed", reason=skew[backend.name])
-    roofline = _gemm_roofline(options.threads)
+    # the rooflines only scale ONNX Runtime's and the integer rows (and cost a process and ~6 s)
+    wanted = any(b.name in BASELINE_ORDER or b.precision.startswith("int8") for b in backends)
+    roofline = _gemm_roofline(options.threads) if wanted else {"gemm_gflops": None, "skipped": "no row uses it"}
     rows = []
     baseline = next((results[n]["latency"]["p50_ms"] for n in BASELINE_ORDER
                      if n in results and results[n].get("status") == "measured"), None)

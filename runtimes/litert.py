@@ -99,8 +99,8 @@ def delegated_nodes(model: Path | bytes, threads: int = 2) -> tuple[int, int, in
     delegate node's inputs and outputs. One partition holding every node is the fast case."""
     it = interpreter(model, threads)
     runner = it.get_signature_runner(SIGNATURE_KEY)
-    shape = runner.get_input_details()[INPUT_NAME]["shape"]
-    runner(**{INPUT_NAME: np.zeros(shape, np.float32)})
+    detail = runner.get_input_details()[INPUT_NAME]
+    runner(**{INPUT_NAME: np.zeros(detail["shape"], detail["dtype"])})
     ops = it._get_ops_details()
     original = [o for o in ops if o["op_name"] != "DELEGATE"]
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]

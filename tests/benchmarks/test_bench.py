@@ -67,20 +67,17 @@ def test_reports_are_written(bench):
 
 
 @pytest.mark.e2e
-def test_a_drifted_backend_is_refused_then_marked_failed(bench, make_ckpt, tmp_path):
-    """Replace the fp16 TFLite by one exported from another seed's weights: the bench refuses to time a file
-    that is not the verified one; with the manifest's hash edited too, its own gate fails the row."""
+def test_a_drifted_backend_is_refused_then_marked_failed(bench, xs_int8_export, tmp_path):
+    """Replace the fp16 TFLite by one exported from other weights (the shipped reference XS): the bench refuses
+    to time a file that is not the verified one; with the manifest's hash edited too, its own gate fails the row."""
     from common.errors import ManifestError
     from common.files import path_digest
-    from exporters.pipeline import ExportOptions, run_export
 
     out, _ = bench
     broken = tmp_path / "XS"
     shutil.copytree(out, broken)
-    other = run_export(ExportOptions(out_dir=tmp_path / "other", variant="XS", checkpoint=make_ckpt("XS", seed=1),
-                                     formats=("tflite",)))
     swapped = broken / "convnextpose-XS_fp16.tflite"
-    swapped.write_bytes((other.out_dir / "convnextpose-XS_fp32.tflite").read_bytes())
+    swapped.write_bytes((xs_int8_export[0] / "convnextpose-XS_fp32.tflite").read_bytes())
     with pytest.raises(ManifestError, match="convnextpose-XS_fp16.tflite: changed since it was verified"):
         run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
     manifest = json.loads((broken / "manifest.json").read_text())
