@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 #: Loggers of the converters and runtimes: only their errors reach the user unless -v.
 THIRD_PARTY_LOGGERS = ("coremltools", "tensorflow", "absl", "onnx2tf", "ai_edge_quantizer", "ai_edge_litert", "jax",
-                       "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL")
+                       "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL")
 #: Libraries that print while they load (TensorFlow directly or through coremltools).
 NOISY_IMPORTS = ("tensorflow", "coremltools")
 
@@ -79,10 +79,17 @@ def import_quietly(*modules: str) -> None:
 
 @contextlib.contextmanager
 def hushed() -> Iterator[io.StringIO]:
-    """Python-level output of a third-party call (progress bars, prints) captured unless -v."""
+    """Python-level output of a third-party call (progress bars, prints, and warnings it logs on the root
+    logger, as onnxruntime.quantization does) captured unless -v. Our own loggers keep their levels."""
     captured = io.StringIO()
     if _verbose:
         yield captured
         return
-    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-        yield captured
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield captured
+    finally:
+        root.setLevel(level)

@@ -256,3 +256,22 @@ def test_custom_64_cubed_legacy_head_export_with_dynamic_batch(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "out" / "convnextpose-custom.onnx"))
     batch = normalise(np.random.default_rng(0).random((3, 3, 256, 256), dtype=np.float32))
     assert session.run(None, {"image": batch})[0].shape == (3, 18, 3)
+
+
+@pytest.mark.e2e
+def test_a_users_export_prints_only_the_pipelines_own_lines(tmp_path):
+    """`convnextpose export` as a user runs it (own process, default checkpoint, every format): before the
+    summary table every line is one of ours (a timestamped log line) -- no TensorFlow/absl/oneDNN start-up,
+    CUDA probe, converter warning or foreign progress bar, which come without -v only through a leak."""
+    import re
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "cli", "export", "--variant", "XS", "--out", str(tmp_path / "XS")],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = (proc.stderr + proc.stdout).splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("ConvNeXtPose XS -> "))
+    foreign = [line for line in lines[:summary] if not re.match(r"\d\d:\d\d:\d\d \S", line)]
+    assert foreign == []
+    noise = re.compile(r"cuda|absl|onednn|has not been tested|calibration::|out-of-range|warning", re.IGNORECASE)
+    assert [line for line in lines if noise.search(line)] == []
