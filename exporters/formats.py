@@ -47,7 +47,7 @@ FORMATS: list[ExportFormat] = [
         _coreml(to_coreml.MLPACKAGE, "coreml-mlpackage"),
         _coreml(to_coreml.MLMODEL, "coreml-mlmodel"),
         _coreml(to_coreml.MLPACKAGE_INT8, "coreml-mlpackage-int8-weights"),
-    ), stages.build_coreml),
+    ), stages.build_coreml, beside=True),
 ]
 
 

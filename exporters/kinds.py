@@ -34,6 +34,13 @@ class ExportFormat:
     build: Callable[..., None]  # (ExportRun, ExportFormat) -> None: exporters/stages.py
     requires: tuple[str, ...] = ()  # formats whose verified artifacts this one is built from
     default: bool = True  # part of the default --formats
+    #: built in a forked process beside the other stages (exporters/side_stage.py): it needs nothing any
+    #: other stage builds, only the PyTorch model and the references
+    beside: bool = False
+
+    def __post_init__(self) -> None:
+        if self.beside and self.requires:
+            raise ValueError(f"format {self.name}: a stage built beside the others cannot require {self.requires}")
 
     def kind(self, fmt: str, precision: str) -> ArtifactKind:
         for kind in self.artifacts:

@@ -32,6 +32,7 @@ from exporters.inputs import inputs_for
 from exporters.manifest import Artifact, Manifest, Rejection, embedded_metadata, listed_files
 from exporters.publish import check_out, clear_leftovers, new_staging, out_lock, publish
 from exporters.references import References
+from exporters.side_stage import SideStage, can_fork
 from exporters.stages import NOT_BUILT
 from exporters.to_coreml import INPUT_KINDS
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -178,9 +179,17 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
     staging = new_staging(out_dir)
     run = ExportRun(options, loaded, contract, model, inputs, references, Budgets.uniform(options.max_error_px),
                     staging, embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
+    beside: dict[str, SideStage] = {}
     try:
+        if len(formats) > 1 and can_fork():  # started now, merged where they stand in the build order
+            beside = {fmt.name: SideStage(run, fmt, _build) for fmt in formats if fmt.beside}
         for fmt in tqdm(formats, desc="export", unit="stage", disable=None):
             t0 = time.perf_counter()
+            if fmt.name in beside:
+                timings[fmt.name] = _merge(run, fmt, beside.pop(fmt.name))
+                log.info("stage %s done in %.1f s (beside the others; waited %.1f s for it)", fmt.name,
+                         timings[fmt.name], time.perf_counter() - t0)
+                continue
             _build(run, fmt)
             timings[fmt.name] = time.perf_counter() - t0
             log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
@@ -194,6 +203,8 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
         _finish_staging(run, manifest)
         publish(staging, out_dir, listed_files(out_dir))
     finally:
+        for side in beside.values():
+            side.stop()
         shutil.rmtree(staging, ignore_errors=True)
     print(summary_table(manifest, out_dir))
     return ExportResult(out_dir, manifest, run.artifacts, run.rejected)
@@ -217,6 +228,20 @@ def _build(run: ExportRun, fmt: ExportFormat) -> None:
         _stage_crashed(run, fmt, exc)
     except Exception as exc:  # converter crashes: name the stage, keep the detail, keep going
         _stage_crashed(run, fmt, exc)
+
+
+def _merge(run: ExportRun, fmt: ExportFormat, side: SideStage) -> float:
+    """What a stage built beside the others recorded; its process dying is a crash of that stage."""
+    t0 = time.perf_counter()
+    try:
+        return side.merge(run)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        _stage_crashed(run, fmt, exc)
+    except Exception as exc:
+        _stage_crashed(run, fmt, exc)
+    return time.perf_counter() - t0
 
 
 def _stage_crashed(run: ExportRun, fmt: ExportFormat, exc: Exception) -> None:

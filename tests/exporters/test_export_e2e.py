@@ -19,6 +19,7 @@ from common.files import path_digest
 from exporters import pipeline, to_tflite
 from exporters.manifest import MANIFEST_NAME
 from exporters.pipeline import ExportOptions, run_export
+from exporters.side_stage import can_fork
 from exporters.to_tflite import METADATA_NAME, read_metadata
 from exporters.verify import check_artifacts
 from models.checkpoint import load_checkpoint
@@ -190,6 +191,26 @@ def test_a_crashing_converter_rejects_its_artifacts_and_publishes_the_others(mak
                for r in rejected.values())
     assert _listed(manifest) == _files(out)  # no staging, no partial files
     assert "REJECTED: conversion failed" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not can_fork(), reason="the Core ML stage runs beside the others on Linux only; inline elsewhere")
+def test_a_stage_built_beside_the_others_that_dies_is_a_crash_of_that_stage(make_ckpt, tmp_path, monkeypatch):
+    """The Core ML stage runs in a forked process; that process dying mid-conversion (as a kill or a native
+    crash would) rejects the Core ML files as a failed stage, the others ship, no child is left behind."""
+    import multiprocessing
+    import os
+
+    from exporters import to_coreml
+
+    monkeypatch.setattr(to_coreml, "export_coreml", lambda *a, **k: os._exit(7))
+    result = run_export(ExportOptions(out_dir=tmp_path / "XS", variant="XS", checkpoint=make_ckpt("XS"),
+                                      formats=("onnx", "coreml")))
+    assert {a.format for a in result.artifacts} == {"onnx", "onnx-simplified"}
+    assert {r.format for r in result.rejected} == {"coreml-mlpackage", "coreml-mlmodel"}
+    assert all("stage 'coreml' failed" in r.detail and "died (exit code 7)" in r.detail for r in result.rejected)
+    assert multiprocessing.active_children() == []
+    assert _listed(result.manifest.to_dict()) == _files(tmp_path / "XS")
 
 
 @pytest.mark.e2e
