@@ -47,7 +47,7 @@ def configure(verbose: bool) -> None:
 @contextlib.contextmanager
 def native_stderr_hidden() -> Iterator[None]:
     """Point file descriptor 2 at a temporary file for the block (what C++ code writes before Python can
-    configure it); the captured text is replayed if the block raises."""
+    configure it); the captured text is replayed if the block raises an error."""
     if _verbose:
         yield
         return
@@ -57,7 +57,7 @@ def native_stderr_hidden() -> Iterator[None]:
         os.dup2(captured.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception:  # an import that failed says why; Ctrl-C (KeyboardInterrupt) replays nothing
             os.dup2(saved, 2)
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))

@@ -179,9 +179,12 @@ def concurrent_exports(checkpoint: Path, work: Path) -> str:
     """A second export into the same OUT while one runs: refused at once, the first one unharmed."""
     out = work / "concurrent"
     shutil.rmtree(out, ignore_errors=True)
-    first = subprocess.Popen([sys.executable, "-m", "cli", *export_args(checkpoint, out, "onnx,coreml")],
+    # long enough (TFLite's ~8 s) that it still runs when the second one, after its own imports, asks
+    first = subprocess.Popen([sys.executable, "-m", "cli", *export_args(checkpoint, out, "onnx,tflite,coreml")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # inside the first one's stages
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(f".{out.name}.staging-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # its staging folder: it holds the lock and is inside its stages
     t0 = time.perf_counter()
     second = subprocess.run([sys.executable, "-m", "cli", *export_args(checkpoint, out)], capture_output=True,
                             text=True)
