@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,8 +89,8 @@ def tflite_fp32(shape: ConvShape, w: np.ndarray) -> bytes:
     """A one-convolution fp32 flatbuffer, signature `serving_default(image) -> joints`, NHWC."""
     import tensorflow as tf
 
-    from exporters.contract import INPUT_NAME, OUTPUT_NAME
-    from runtimes.litert import SIGNATURE_KEY
+    from exporters.contract import INPUT_NAME
+    from exporters.to_tflite import function_to_tflite
 
     def conv(x):
         if not shape.depthwise:
@@ -104,12 +103,7 @@ def tflite_fp32(shape: ConvShape, w: np.ndarray) -> bytes:
         return a + b + c
 
     spec = tf.TensorSpec([1, shape.hw, shape.hw, shape.cin], tf.float32, name=INPUT_NAME)
-    fn = tf.function(lambda image: {OUTPUT_NAME: conv(image)}, input_signature=[spec])
-    module = tf.Module()
-    module.fn = fn
-    with tempfile.TemporaryDirectory(prefix="kernel-") as tmp:
-        tf.saved_model.save(module, tmp, signatures={SIGNATURE_KEY: fn.get_concrete_function()})
-        return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+    return function_to_tflite(tf.function(conv, input_signature=[spec]).get_concrete_function(), "fp32")
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,8 @@ def _tflite_piece(onnx_path: Path, seg: Segment, work: Path, calibration_images:
     work.mkdir(parents=True, exist_ok=True)
     piece = work / "piece.onnx"
     onnx.utils.extract_model(str(onnx_path), str(piece), [seg.input], [seg.output])
-    saved = to_tflite.onnx_to_saved_model(piece, work, calibration_images)
     tflite = work / "piece.tflite"
-    tflite.write_bytes(to_tflite.saved_model_to_tflite(saved, "fp32"))
+    tflite.write_bytes(to_tflite.keras_to_tflite(to_tflite.onnx_to_keras(piece, work, calibration_images), "fp32"))
     return tflite
 
 

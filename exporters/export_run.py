@@ -125,10 +125,15 @@ class ExportRun:
         done = [*self.artifacts, *self.rejected]
         return key in self.skipped_kinds or any((r.format, r.precision) == key for r in done)
 
+    @property
+    def untrained(self) -> bool:
+        """Weights marked as untrained (synthetic, not the trained-synthetic reference)."""
+        return bool(self.loaded.synthetic) and not self.loaded.trained_synthetic
+
     def skip_untrained(self, what: str, kinds: tuple[ArtifactKind, ...]) -> bool:
         """Integer artifacts are built for trained weights only: on weights marked as untrained, whose
         heatmaps are multi-modal noise, their error figure would measure the random weights."""
-        if not self.loaded.synthetic or self.loaded.trained_synthetic:
+        if not self.untrained:
             return False
         self.skipped_kinds |= {(k.format, k.precision) for k in kinds}
         marker = self.loaded.synthetic.get("kind")

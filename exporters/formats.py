@@ -42,7 +42,7 @@ FORMATS: list[ExportFormat] = [
                  requires=("tflite",)),
     ExportFormat("onnx-int8", "ONNX Runtime static int8 (QDQ) of the verified simplified ONNX", (
         ArtifactKind("onnx", "int8-qdq", "_int8-qdq.onnx", "NCHW", "onnxruntime", "onnxruntime-int8-qdq", "int8"),
-    ), stages.build_onnx_int8, requires=("onnx",)),
+    ), stages.build_onnx_int8, requires=("onnx",), beside=True, prepare=stages.prepare_calibration),
     ExportFormat("coreml", "Core ML .mlpackage (fp16, int8 weights) and .mlmodel (fp32)", (
         _coreml(to_coreml.MLPACKAGE, "coreml-mlpackage"),
         _coreml(to_coreml.MLMODEL, "coreml-mlmodel"),

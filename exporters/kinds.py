@@ -34,13 +34,11 @@ class ExportFormat:
     build: Callable[..., None]  # (ExportRun, ExportFormat) -> None: exporters/stages.py
     requires: tuple[str, ...] = ()  # formats whose verified artifacts this one is built from
     default: bool = True  # part of the default --formats
-    #: built in a forked process beside the other stages (exporters/side_stage.py): it needs nothing any
-    #: other stage builds, only the PyTorch model and the references
+    #: built in a forked process beside the other stages (exporters/side_stage.py), started as soon as the
+    #: stages it requires are done
     beside: bool = False
-
-    def __post_init__(self) -> None:
-        if self.beside and self.requires:
-            raise ValueError(f"format {self.name}: a stage built beside the others cannot require {self.requires}")
+    #: run in the export process before a beside stage forks, for what later stages share with it
+    prepare: Callable[..., None] | None = None  # (ExportRun) -> None
 
     def kind(self, fmt: str, precision: str) -> ArtifactKind:
         for kind in self.artifacts:

@@ -180,19 +180,22 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
     run = ExportRun(options, loaded, contract, model, inputs, references, Budgets.uniform(options.max_error_px),
                     staging, embedded_metadata(loaded, contract), f"convnextpose-{spec.name}")
     beside: dict[str, SideStage] = {}
+    done: set[str] = set()
+    forking = len(formats) > 1 and can_fork()
     try:
-        if len(formats) > 1 and can_fork():  # started now, merged where they stand in the build order
-            beside = {fmt.name: SideStage(run, fmt, _build) for fmt in formats if fmt.beside}
+        _start_ready(run, formats, done, beside, forking)
         for fmt in tqdm(formats, desc="export", unit="stage", disable=None):
             t0 = time.perf_counter()
             if fmt.name in beside:
-                timings[fmt.name] = _merge(run, fmt, beside.pop(fmt.name))
+                timings[fmt.name] = _merge(run, fmt, beside[fmt.name])
                 log.info("stage %s done in %.1f s (beside the others; waited %.1f s for it)", fmt.name,
                          timings[fmt.name], time.perf_counter() - t0)
-                continue
-            _build(run, fmt)
-            timings[fmt.name] = time.perf_counter() - t0
-            log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
+            else:
+                _build(run, fmt)
+                timings[fmt.name] = time.perf_counter() - t0
+                log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
+            done.add(fmt.name)
+            _start_ready(run, formats, done, beside, forking)
         timings["total"] = time.perf_counter() - start
         if not run.artifacts or (options.strict and run.rejected):
             raise ExportError(_nothing_published(run, options.strict))
@@ -204,10 +207,26 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
         publish(staging, out_dir, listed_files(out_dir))
     finally:
         for side in beside.values():
-            side.stop()
+            side.stop()  # merged ones are already gone
         shutil.rmtree(staging, ignore_errors=True)
     print(summary_table(manifest, out_dir))
     return ExportResult(out_dir, manifest, run.artifacts, run.rejected)
+
+
+def _start_ready(run: ExportRun, formats: list[ExportFormat], done: set[str], beside: dict[str, SideStage],
+                 forking: bool) -> None:
+    """Fork every stage built beside the others whose required stages are done; they are merged where they
+    stand in the build order, so the manifest and every verdict are those of an inline build."""
+    if not forking:
+        return
+    for fmt in formats:
+        if fmt.beside and fmt.name not in beside and fmt.name not in done and set(fmt.requires) <= done:
+            if fmt.prepare is not None:
+                try:
+                    fmt.prepare(run)
+                except Exception:  # the stage meets the same error in its own process and is rejected for it
+                    log.debug("preparing stage %s failed", fmt.name, exc_info=True)
+            beside[fmt.name] = SideStage(run, fmt, _build)
 
 
 def _build(run: ExportRun, fmt: ExportFormat) -> None:

@@ -1,13 +1,15 @@
 """A stage built in a forked process while the others run: the Core ML stage (11.5 s of a 42 s export of S,
-built from the PyTorch model alone) overlaps the TFLite and integer stages.
+built from the PyTorch model alone) and the ONNX int8 stage (4 s, from the simplified ONNX) overlap the
+TFLite stages.
 
-The child is a fork of the export after loading, so it sees the same ExportRun, model and references (and a
-test's patches); it builds and verifies the stage's files into the same staging folder exactly as inline, in
-one torch thread (a forked OpenMP pool hangs), then sends back what it recorded: published artifacts,
-rejections, skips and the joints it verified. The parent merges them where the stage would have run, so the
-manifest's order and every verdict are those of an inline build. The child dies with the parent
-(PR_SET_PDEATHSIG), exits on Ctrl-C without a word, and a child that dies before answering rejects its
-stage's artifacts as a stage crash. Linux only: on macOS the Core ML framework (used to verify there) must
+The child is a fork of the export once the stages it requires are done, so it sees the same ExportRun,
+model, references and calibration (and a test's patches); it builds and verifies the stage's files into the
+same staging folder exactly as inline, in one torch thread (a forked OpenMP pool hangs), then sends back
+what it recorded: published artifacts, rejections, skips and the joints it verified. The parent merges them
+where the stage would have run, so the manifest's order and every verdict are those of an inline build. The
+child dies with the parent (PR_SET_PDEATHSIG), exits on Ctrl-C without a word, and a child that dies before
+answering rejects its stage's artifacts as a stage crash.
+Linux only: on macOS the Core ML framework (used to verify there) must
 not be forked; elsewhere the stage runs inline.
 """
 
@@ -42,6 +44,7 @@ class StageRecord:
     skipped: dict[str, str] = field(default_factory=dict)
     skipped_kinds: set[tuple[str, str]] = field(default_factory=set)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: dict | None = None  # the manifest's calibration record, when the child made the choice
     seconds: float = 0.0
     no_space: str | None = None  # the child ran out of disk: the whole export stops, as inline
 
@@ -82,10 +85,12 @@ class SideStage:
         run.skipped |= record.skipped
         run.skipped_kinds |= record.skipped_kinds
         run.outputs |= record.outputs
+        if run.calibration is None:
+            run.calibration = record.calibration
         return record.seconds
 
     def stop(self) -> None:
-        """The export is ending early (an error, Ctrl-C): the child must not write on into staging."""
+        """The export is ending (an error, Ctrl-C, or done): the child must not write on into staging."""
         if self._process.is_alive():
             self._process.kill()
         self._process.join()
@@ -110,6 +115,7 @@ def _child(run: ExportRun, fmt: ExportFormat, build: Callable, answer, parent: i
     record.skipped = {k: v for k, v in run.skipped.items() if k not in before_skipped}
     record.skipped_kinds = run.skipped_kinds - before_kinds
     record.outputs = {a.file: run.outputs[a.file] for a in new if a.file in run.outputs}
+    record.calibration = run.calibration
     record.seconds = time.perf_counter() - start
     answer.send(record)
     answer.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from common import quiet
 from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
 from exporters.calibration import CALIBRATED, CalibrationChoice, choose_calibration
 from exporters.export_run import ExportRun
@@ -68,6 +69,12 @@ def build_onnx_int8(run: ExportRun, fmt: ExportFormat) -> None:
     run.verify(path, kind, {**details, "calibration_sha256": choice.calibration.sha256}, judged=choice.judged)
 
 
+def prepare_calibration(run: ExportRun) -> None:
+    """The calibration choice made before the ONNX int8 stage forks: the TFLite integer stage reuses it."""
+    if not run.untrained:
+        _calibration(run)
+
+
 def _calibration(run: ExportRun) -> CalibrationChoice:
     """The int8 calibration choice of this export, made once for every integer format."""
     if run.calibration_choice is None:
@@ -82,7 +89,7 @@ def _calibration(run: ExportRun) -> CalibrationChoice:
 
 def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
     """The model rewritten for XNNPACK (mobile_graph), exported to its own ONNX, converted by onnx2tf
-    to a SavedModel, then by the TF Lite converter at each precision."""
+    to a Keras model, then by the TF Lite converter at each precision."""
     o = run.options
     mobile_model, rewrites = for_xnnpack(run.model)
     work = run.staging / ".work" / "tflite"
@@ -91,11 +98,10 @@ def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
     to_onnx.export_onnx(mobile_model, run.contract, onnx_path, run.metadata, o.opset, False)
     simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata)
     photos = run.inputs.images[run.inputs.group_masks()["photos"]]
-    saved_model = to_tflite.onnx_to_saved_model(onnx_path, work, photos)
+    keras_model = to_tflite.onnx_to_keras(onnx_path, work, photos)
     for kind in fmt.artifacts:
         path = run.path_for(kind)
-        flatbuffer = to_tflite.embed_metadata(to_tflite.saved_model_to_tflite(saved_model, kind.precision),
-                                              run.metadata)
+        flatbuffer = to_tflite.embed_metadata(to_tflite.keras_to_tflite(keras_model, kind.precision), run.metadata)
         if kind.precision == "fp32":  # what the integer files are quantised from: the flatbuffer alone
             (work / QUANTIZER_SOURCE).write_bytes(flatbuffer)
         path.write_bytes(_with_metadata(run, flatbuffer))
@@ -187,7 +193,9 @@ def _with_metadata(run: ExportRun, tflite: bytes) -> bytes:
 
 def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
     """Each kind's Core ML target converted from the traced model and verified."""
+    quiet.import_quietly("coremltools")
     targets = {(t.format, t.precision): t for t in to_coreml.TARGETS}
+    traced = to_coreml.trace(run.model, run.contract)  # one trace for every target (0.8 s each for S)
     for kind in fmt.artifacts:
         target = targets[(kind.format, kind.precision)]
         # compressed packages are for trained weights only (README "Integer artifacts")
@@ -195,5 +203,5 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
             continue
         path = run.path_for(kind)
         input_kind = run.options.coreml_input_kind
-        details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata, input_kind)
+        details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata, input_kind, traced)
         run.verify(path, kind, details, layout="image" if input_kind == "image" else None)

@@ -179,15 +179,22 @@ def input_description(contract: InputContract, kind: str) -> str:
     return f"NCHW float32 {list(contract.shape_nchw)}: {contract.describe()}"
 
 
+def trace(model: ConvNeXtPose, contract: InputContract) -> torch.jit.ScriptModule:
+    """What coremltools converts. Not re-run to check it (torch's check_trace, 0.5 s for S): every Core ML
+    file is verified against PyTorch anyway."""
+    return torch.jit.trace(model, torch.zeros(contract.shape_nchw), check_trace=False)
+
+
 def export_coreml(
     model: ConvNeXtPose, contract: InputContract, path: Path, target: CoreMLTarget, metadata: dict[str, str],
-    input_kind: str = "tensor",
+    input_kind: str = "tensor", traced: torch.jit.ScriptModule | None = None,
 ) -> dict:
+    """``model`` to ``path`` as ``target``; ``traced``: its trace, when several targets share one."""
     import coremltools as ct
 
     if target.compression and target.convert_to != "mlprogram":
         raise ValueError(f"{target.precision}: weight compression needs an ML Program, not {target.convert_to}")
-    traced = torch.jit.trace(model, torch.zeros(contract.shape_nchw))
+    traced = trace(model, contract) if traced is None else traced
     kwargs = {}
     if target.convert_to == "mlprogram":
         kwargs["compute_precision"] = (ct.precision.FLOAT16 if target.compute_precision == "fp16"

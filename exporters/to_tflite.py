@@ -1,9 +1,10 @@
-"""ONNX -> TFLite through onnx2tf's SavedModel, with a `serving_default` signature and builtin ops only.
+"""ONNX -> TFLite through onnx2tf's Keras model, with a `serving_default` signature and builtin ops only.
 
-onnx2tf converts NCHW ONNX to an NHWC TensorFlow graph. Its own .tflite files carry no
-signature, so we convert its SavedModel with the TF Lite converter, after re-signing it with
-the names `image` -> `joints`. onnx2tf reads a calibration sample from the working directory
-(and downloads one if it is missing), so conversion runs in a folder where we wrote our own.
+onnx2tf converts NCHW ONNX to an NHWC TensorFlow graph. Its own .tflite files carry no signature,
+so we take its in-memory Keras model (it writes nothing), convert it with the TF Lite converter at
+each precision and sign the flatbuffer `image` -> `joints`. onnx2tf reads a calibration sample from
+the working directory (and downloads one if it is missing), so conversion runs in a folder where we
+wrote our own.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def onnx_to_saved_model(onnx_path: Path, work_dir: Path, calibration_images: np.ndarray) -> Path:
-    """Run onnx2tf; returns a SavedModel signed `serving_default(image) -> {joints}`."""
+def onnx_to_keras(onnx_path: Path, work_dir: Path, calibration_images: np.ndarray):
+    """Run onnx2tf; returns its Keras model (NHWC input), nothing written: onnx2tf's own SavedModel and
+    its two .tflite files (5-8 s of a 12 s stage for S, measured) are not what we ship."""
     import onnx2tf
 
     work_dir = work_dir.resolve()  # resolved before chdir
@@ -61,57 +63,73 @@ def onnx_to_saved_model(onnx_path: Path, work_dir: Path, calibration_images: np.
     private = work_dir / "onnx2tf_input.onnx"
     shutil.copyfile(onnx_path, private)
     np.save(work_dir / ONNX2TF_CALIBRATION_FILE, calibration_sample(calibration_images))
-    raw = work_dir / "onnx2tf_saved_model"
     try:
         with _working_directory(work_dir), hushed() as captured:
-            onnx2tf.convert(
+            model = onnx2tf.convert(
                 input_onnx_file_path=str(private),
-                output_folder_path=str(raw),
-                output_signaturedefs=True,
+                output_signaturedefs=True,  # SavedModel-safe layer names
                 batch_size=1,  # fixes a dynamic batch axis; phones run one crop at a time
+                disable_model_save=True,
                 non_verbose=True,
             )
     except Exception as exc:  # not KeyboardInterrupt: Ctrl-C stops the export, it is not a converter failure
         tail = "\n".join(captured.getvalue().strip().splitlines()[-15:])
         raise ExportError(f"onnx2tf failed on {onnx_path.name}: {exc}\n{tail}") from None
     (work_dir / "onnx2tf.log").write_text(captured.getvalue())
-    return _resign(raw, work_dir / "saved_model")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(f"onnx2tf made a model with {len(model.inputs)} inputs and {len(model.outputs)} outputs "
+                          f"from {onnx_path.name}; one image in, one tensor out expected")
+    return model
 
 
-def _resign(src: Path, dst: Path) -> Path:
+def keras_to_tflite(model, precision: str) -> bytes:
+    """The Keras model as a signed .tflite at ``precision``: builtin ops only (the converter fails rather
+    than emit Flex / SELECT_TF_OPS ops)."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(src))
-    inner = loaded.signatures[SIGNATURE_KEY]
-    (in_key, in_spec), = inner.structured_input_signature[1].items()
-    (out_key,) = inner.structured_outputs.keys()
-
-    class Signed(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = loaded
-
-        @tf.function(input_signature=[tf.TensorSpec(in_spec.shape, tf.float32, name=INPUT_NAME)])
-        def serve(self, image):
-            return {OUTPUT_NAME: self.model.signatures[SIGNATURE_KEY](**{in_key: image})[out_key]}
-
-    module = Signed()
-    tf.saved_model.save(module, str(dst), signatures={SIGNATURE_KEY: module.serve})
-    return dst
+    (spec,) = model.inputs
+    signature = [tf.TensorSpec(spec.shape, tf.float32, name=INPUT_NAME)]
+    function = tf.function(lambda image: model(image), input_signature=signature)
+    return function_to_tflite(function.get_concrete_function(), precision)
 
 
-def saved_model_to_tflite(saved_model: Path, precision: str) -> bytes:
-    """Builtin ops only: the converter fails rather than emit Flex (SELECT_TF_OPS) ops."""
+def function_to_tflite(function, precision: str) -> bytes:
+    """A one-input, one-output concrete function as a .tflite with the `serving_default` signature
+    `image -> joints`. Converted from the frozen function (1-2 s for S) rather than from a SavedModel
+    (which needs one written and read back, ~2.5 s more per file) or from the function with its
+    variables (25 s for S, measured); that path gives no signature, so it is added here."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE_KEY])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision != "fp32":
         raise ExportError(f"TFLite precision {precision!r} is not one of {PRECISIONS}")
-    return converter.convert()
+    return _signed(converter.convert())
+
+
+def _signed(tflite: bytes) -> bytes:
+    """The flatbuffer with one SignatureDef, `serving_default`: its single input as `image`, its single
+    output as `joints` (what LiteRT's signature runner and ai-edge-quantizer look up)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+    (graph,) = model.subgraphs
+    (input_index,), (output_index,) = graph.inputs, graph.outputs
+
+    def entry(name: str, index: int):
+        tensor_map = schema.TensorMapT()
+        tensor_map.name, tensor_map.tensorIndex = name, int(index)
+        return tensor_map
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE_KEY, 0
+    signature.inputs, signature.outputs = [entry(INPUT_NAME, input_index)], [entry(OUTPUT_NAME, output_index)]
+    model.signatureDefs = [signature]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def embed_metadata(tflite: bytes, metadata: dict[str, str]) -> bytes:

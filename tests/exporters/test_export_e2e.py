@@ -178,7 +178,7 @@ def _crash(*args, **kwargs):
 def test_a_crashing_converter_rejects_its_artifacts_and_publishes_the_others(make_ckpt, tmp_path, monkeypatch,
                                                                               capsys):
     """TFLite's converter crashes: the ONNX files still ship, the manifest says what failed, exit 3."""
-    monkeypatch.setattr(to_tflite, "saved_model_to_tflite", _crash)
+    monkeypatch.setattr(to_tflite, "keras_to_tflite", _crash)
     out = tmp_path / "XS"
     code = main(["export", "--variant", "XS", "--checkpoint", str(make_ckpt("XS")), "--out", str(out),
                  "--formats", "onnx,tflite"])
@@ -214,11 +214,39 @@ def test_a_stage_built_beside_the_others_that_dies_is_a_crash_of_that_stage(make
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(not can_fork(), reason="stages run beside the others on Linux only; inline elsewhere")
+def test_a_stage_built_beside_the_others_gives_what_an_inline_build_gives(tmp_path, monkeypatch, caplog):
+    """The ONNX int8 stage forks once the ONNX stage is done, with the calibration chosen before the fork:
+    the same file, verdict and calibration record as the same stage built inline."""
+    import logging
+
+    from exporters.pipeline import default_checkpoint
+
+    ckpt = default_checkpoint("XS", 18, 0)  # trained-like: integer artifacts are built for it
+    results = {}
+    for how in ("beside", "inline"):
+        if how == "inline":
+            monkeypatch.setattr(pipeline, "can_fork", lambda: False)
+        with caplog.at_level(logging.INFO, logger="exporters"):
+            caplog.clear()
+            results[how] = run_export(ExportOptions(out_dir=tmp_path / how, variant="XS", checkpoint=ckpt,
+                                                    formats=("onnx", "onnx-int8")))
+        forked = "stage onnx-int8 started beside the others" in caplog.text
+        assert forked == (how == "beside")
+    beside, inline = (results[h].manifest.to_dict() for h in ("beside", "inline"))
+    assert [a["file"] for a in beside["artifacts"]] == [a["file"] for a in inline["artifacts"]]
+    assert beside["artifacts"][-1]["precision"] == "int8-qdq"
+    for a, b in zip(beside["artifacts"], inline["artifacts"]):
+        assert (a["sha256"], a["verdict"]) == (b["sha256"], b["verdict"])
+    assert beside["calibration"] == inline["calibration"]
+
+
+@pytest.mark.e2e
 def test_strict_keeps_all_or_nothing_and_leaves_out_untouched(xs_export, tmp_path, monkeypatch):
     out = tmp_path / "XS"
     shutil.copytree(xs_export[0], out)
     before = {p.name: path_digest(p) for p in out.iterdir()}
-    monkeypatch.setattr(to_tflite, "saved_model_to_tflite", _crash)
+    monkeypatch.setattr(to_tflite, "keras_to_tflite", _crash)
     with pytest.raises(ExportError, match=r"--strict(.|\n)*injected converter crash"):
         run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=xs_export[1], formats=("onnx", "tflite"),
                                  strict=True))
