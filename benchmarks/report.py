@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks.significance import P99Difference
 from common.errors import ConvNeXtPoseError
 from common.tables import format_table
 
@@ -82,7 +83,8 @@ def markdown(bench: dict) -> str:
                       f"{roof.get('int8_library', 'fbgemm u8 x s8')}, n={roof['n']}; "
                       f"{2 * bench['spec']['macs'] / 1e9:.2f} GOP per image):"]
         lines += [f"- {r['backend']}: {r['gops']:.0f} GOP/s = {100 * r['share_of_int8_gemm']:.0f}% of it"
-                  for r in integer]
+                  + (f"; p99 vs ONNX Runtime int8 {P99Difference(**r['p99_vs_onnx_int8']).describe()}"
+                     if r.get("p99_vs_onnx_int8") else "") for r in integer]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from benchmarks.backends import Backend, backends_from_manifest
 from benchmarks.latency import LatencySettings
 from benchmarks.report import BENCH_JSON, write_reports
+from benchmarks.significance import PEER, p99_difference
 from benchmarks.worker import WorkerJob
 from common.errors import ConvNeXtPoseError
 from common.files import write_json_atomic
@@ -30,6 +31,7 @@ from exporters.parity import parity_stats
 from exporters.references import References
 from exporters.verify import budgets_of, judge_artifact
 from models.preprocessing import normalise
+from models.spec import ModelSpec
 from runtimes import RUNTIME_PACKAGES
 from runtimes.versions import version_of
 
@@ -99,6 +101,19 @@ def _runtime_skew(manifest: Manifest, backends: list[Backend]) -> dict[str, str]
     return skew
 
 
+def _compare_with_peer(rows: list[dict], backends: list[Backend], outputs: dict[str, np.ndarray], judged: np.ndarray,
+                       reference: np.ndarray, spec: ModelSpec) -> None:
+    """Each integer row's p99 minus ONNX Runtime int8's on the peer's judged inputs, with its interval
+    (benchmarks/significance.py): ``p99_vs_onnx_int8``."""
+    peer = next((b.name for b in backends if (b.format, b.precision) == PEER and b.name in outputs), None)
+    if peer is None:
+        return
+    for entry in rows:
+        if entry["backend"] != peer and entry["backend"] in outputs:
+            entry["p99_vs_onnx_int8"] = p99_difference(outputs[entry["backend"]][judged], outputs[peer][judged],
+                                                       reference[judged], spec).to_dict()
+
+
 def run_bench(options: BenchOptions) -> dict:
     out_dir = Path(options.out_dir)
     manifest = Manifest.read(out_dir)
@@ -121,6 +136,7 @@ def run_bench(options: BenchOptions) -> dict:
     contract_inputs = inputs.images if manifest.normalization_folded else normalise(inputs.images)
 
     results: dict[str, dict] = {b.name: {"repeats_p50_ms": []} for b in backends}
+    integer_outputs: dict[str, np.ndarray] = {}  # joints of the integer rows, for the comparison with the peer
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         np.save(work / "inputs.npy", contract_inputs.astype(np.float32))
@@ -149,6 +165,8 @@ def run_bench(options: BenchOptions) -> dict:
                     row["verdict"] = verdict.to_dict()
                     if backend.precision in CALIBRATED:  # the headline figures: inputs disjoint from calibration
                         row["parity_int8_judged"] = verdict.cost.to_dict()
+                    if backend.precision.startswith("int8"):
+                        integer_outputs[backend.name] = outputs
                     for group, mask in groups.items():
                         row[f"parity_{group}"] = parity_stats(outputs[mask], refs.fp32[mask], spec).to_dict()
                 if backend.name in skew:
@@ -185,6 +203,7 @@ def run_bench(options: BenchOptions) -> dict:
         if entry["precision"].startswith("int8") and entry.get("latency") and int8_limit:
             entry["gops"] = 2 * spec.macs / (entry["latency"]["p50_ms"] / 1000) / 1e9
             entry["share_of_int8_gemm"] = entry["gops"] / int8_limit
+    _compare_with_peer(rows, backends, integer_outputs, judged_mask_for(manifest, inputs, PEER[1]), refs.fp32, spec)
     ort = next((r for n in BASELINE_ORDER for r in rows if r["backend"] == n and "latency" in r), None)
     throughput = {}
     if ort and roofline.get("gemm_gflops"):

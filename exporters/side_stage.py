@@ -8,9 +8,8 @@ same staging folder exactly as inline, in one torch thread (a forked OpenMP pool
 what it recorded: published artifacts, rejections, skips and the joints it verified. The parent merges them
 where the stage would have run, so the manifest's order and every verdict are those of an inline build. The
 child dies with the parent (PR_SET_PDEATHSIG), exits on Ctrl-C without a word, and a child that dies before
-answering rejects its stage's artifacts as a stage crash.
-Linux only: on macOS the Core ML framework (used to verify there) must
-not be forked; elsewhere the stage runs inline.
+answering rejects its stage's artifacts as a stage crash. Linux only: on macOS the Core ML framework (used
+to verify there) must not be forked; elsewhere the stage runs inline.
 """
 
 from __future__ import annotations
