@@ -101,13 +101,10 @@ def _runtime_skew(manifest: Manifest, backends: list[Backend]) -> dict[str, str]
     return skew
 
 
-def _compare_with_peer(rows: list[dict], backends: list[Backend], outputs: dict[str, np.ndarray], judged: np.ndarray,
+def _compare_with_peer(rows: list[dict], peer: str, outputs: dict[str, np.ndarray], judged: np.ndarray,
                        reference: np.ndarray, spec: ModelSpec) -> None:
-    """Each integer row's p99 minus ONNX Runtime int8's on the peer's judged inputs, with its interval
-    (benchmarks/significance.py): ``p99_vs_onnx_int8``."""
-    peer = next((b.name for b in backends if (b.format, b.precision) == PEER and b.name in outputs), None)
-    if peer is None:
-        return
+    """Each other integer row's p99 minus the peer's (ONNX Runtime int8) on the peer's judged inputs, with
+    its interval (benchmarks/significance.py): ``p99_vs_onnx_int8``."""
     for entry in rows:
         if entry["backend"] != peer and entry["backend"] in outputs:
             entry["p99_vs_onnx_int8"] = p99_difference(outputs[entry["backend"]][judged], outputs[peer][judged],
@@ -203,7 +200,10 @@ def run_bench(options: BenchOptions) -> dict:
         if entry["precision"].startswith("int8") and entry.get("latency") and int8_limit:
             entry["gops"] = 2 * spec.macs / (entry["latency"]["p50_ms"] / 1000) / 1e9
             entry["share_of_int8_gemm"] = entry["gops"] / int8_limit
-    _compare_with_peer(rows, backends, integer_outputs, judged_mask_for(manifest, inputs, PEER[1]), refs.fp32, spec)
+    peer = next((b for b in backends if (b.format, b.precision) == PEER and b.name in integer_outputs), None)
+    if peer is not None:
+        _compare_with_peer(rows, peer.name, integer_outputs, judged_mask_for(manifest, inputs, peer.precision),
+                           refs.fp32, spec)
     ort = next((r for n in BASELINE_ORDER for r in rows if r["backend"] == n and "latency" in r), None)
     throughput = {}
     if ort and roofline.get("gemm_gflops"):
