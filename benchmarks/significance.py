@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from exporters.parity import input_px_errors
 from models.spec import ModelSpec
 
 #: The integer row every other integer row is compared with: ONNX Runtime's own static int8.
@@ -38,19 +39,13 @@ class P99Difference:
                 f"{self.n_images} images)")
 
 
-def _errors_input_px(joints: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """(N, J) 2-D joint error in px of the input crop."""
-    delta = joints.astype(np.float64) - reference.astype(np.float64)
-    return np.linalg.norm(delta[..., :2], axis=-1) * spec.input_size / spec.heatmap_size
-
-
 def p99_difference(candidate: np.ndarray, peer: np.ndarray, reference: np.ndarray, spec: ModelSpec,
                    resamples: int = RESAMPLES, seed: int = 0) -> P99Difference:
     """Joints (N, J, 3) of two backends on the same N images against the reference joints."""
     if not candidate.shape == peer.shape == reference.shape:
         raise ValueError(f"joints of shapes {candidate.shape}, {peer.shape} and {reference.shape} are not of the "
                          "same images")
-    a, b = _errors_input_px(candidate, reference, spec), _errors_input_px(peer, reference, spec)
+    a, b = input_px_errors(candidate, reference, spec), input_px_errors(peer, reference, spec)
     n = len(a)
     rows = np.random.default_rng(seed).integers(0, n, (resamples, n))
     deltas = np.percentile(a[rows].reshape(resamples, -1), 99, axis=1) - np.percentile(

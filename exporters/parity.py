@@ -61,13 +61,19 @@ class ParityStats:
                 f"depth p99 {self.p99_depth_mm:.3g} mm) over {self.n_inputs} inputs")
 
 
+def input_px_errors(candidate: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(N, J) 2-D joint error in px of the input crop."""
+    delta = candidate.astype(np.float64) - reference.astype(np.float64)
+    return np.linalg.norm(delta[..., :2], axis=-1) * spec.input_size / spec.heatmap_size
+
+
 def parity_stats(candidate: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> ParityStats:
     if candidate.shape != reference.shape:
         raise ValueError(f"output shape {candidate.shape} differs from the reference {reference.shape}")
     delta = candidate.astype(np.float64) - reference.astype(np.float64)
     err2d = np.linalg.norm(delta[..., :2], axis=-1)  # (N, J)
     depth_mm = np.abs(delta[..., 2]) * BBOX_3D_DEPTH_MM / spec.depth_bins
-    err_input = err2d * spec.input_size / spec.heatmap_size
+    err_input = input_px_errors(candidate, reference, spec)
     return ParityStats(
         n_inputs=int(reference.shape[0]),
         max_abs_px=float(np.abs(delta).max()),
