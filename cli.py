@@ -113,7 +113,7 @@ def _eval_synthetic(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from exporters.pipeline import ExportOptions, run_export
+    from exporters.build.pipeline import ExportOptions, run_export
 
     options = ExportOptions(
         variant=args.variant,
@@ -145,8 +145,8 @@ def _verify(args: argparse.Namespace) -> int:
     import torch
 
     from common.tables import format_table
-    from exporters.publish import tidy
-    from exporters.verify import check_artifacts
+    from exporters.build.publish import tidy
+    from judging.verify import check_artifacts
 
     torch.set_num_threads(args.threads)
     for leftover in tidy(args.out):
@@ -166,7 +166,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _check_golden(args: argparse.Namespace) -> int:
-    from exporters import golden
+    from judging import golden
 
     try:
         results = json.loads(args.results.read_text())
@@ -244,7 +244,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _budget_defaults() -> str:
-    from exporters.gates import DEFAULT_BUDGET_INPUT_PX
+    from judging.gates import DEFAULT_BUDGET_INPUT_PX
 
     return ", ".join(f"{family} {px:g} px" for family, px in DEFAULT_BUDGET_INPUT_PX.items())
 
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = bool({"-v", "--verbose"} & set(argv))
     quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
     if next((a for a in argv if not a.startswith("-")), None) == "export":
-        # An export runs up to three processes on the cores (exporters/side_stage.py): OpenMP workers that
+        # An export runs up to three processes on the cores (exporters/build/side_stage.py): OpenMP workers that
         # spin between PyTorch ops take CPU from the others (S, 3 interleaved pairs: median 33.9 s wall,
         # 46.7 s user with PASSIVE; 36.0 s, 50.3 s without). Read when PyTorch loads, so set before.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.formats import find_kind
-from exporters.manifest import Manifest
+from judging.manifest import Manifest
 from runtimes import Session, open_session
 
 
@@ -49,7 +49,7 @@ def _open_pytorch(manifest: Manifest, threads: int) -> Session:
     """Eager PyTorch on the same input contract as the artifacts (normalisation folded or not)."""
     import torch
 
-    from exporters.contract import fold_normalization
+    from models.folding import fold_normalization
 
     torch.set_num_threads(threads)
     model = manifest.load_checkpoint().build_model()

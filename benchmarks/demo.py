@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw, ImageFont
 from benchmarks.backends import backends_from_manifest, open_backend
 from common.errors import ConvNeXtPoseError
 from common.images import read_rgb
-from exporters.inputs import square_crops
-from exporters.manifest import Manifest
+from judging.inputs import square_crops
+from judging.manifest import Manifest
 from models.preprocessing import normalise
 
 log = logging.getLogger(__name__)

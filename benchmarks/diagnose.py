@@ -3,7 +3,7 @@
 Every artifact of an export (or one file) runs on the export's verification inputs with every
 intermediate tensor kept (ONNX Runtime: all tensors as outputs; TFLite: builtin kernels with
 tensors preserved, integer tensors dequantised; Core ML: the reference evaluator, op by op). Each
-architecture boundary is matched to the artifact's tensor and scored in dB (exporters/divergence.py).
+architecture boundary is matched to the artifact's tensor and scored in dB (judging/divergence.py).
 Output: a table, ``diagnose.json`` and ``diagnose.png`` (SNR vs depth, one line per artifact).
 """
 
@@ -20,12 +20,11 @@ import torch
 from common.errors import ConvNeXtPoseError
 from common.files import write_atomic, write_json_atomic
 from common.tables import format_table
-from exporters.boundaries import Boundary, boundaries, torch_boundaries
-from exporters.divergence import CEILING_DB, JUMP_DB, Divergence, match
-from exporters.formats import FORMATS
-from exporters.inputs import recorded_inputs
-from exporters.kinds import ArtifactKind
-from exporters.manifest import Manifest
+from exporters.formats import FORMATS, ArtifactKind
+from judging.boundaries import Boundary, boundaries, torch_boundaries
+from judging.divergence import CEILING_DB, JUMP_DB, Divergence, match
+from judging.inputs import recorded_inputs
+from judging.manifest import Manifest
 from models.preprocessing import normalise
 from runtimes import INTERMEDIATES
 

@@ -7,7 +7,7 @@ an integer body: no quantise/dequantise at the edges), with the same thread coun
 
 - TFLite (ai-edge-litert, XNNPACK): a one-op TensorFlow graph converted like the artifacts and
   quantised by ai-edge-quantizer's static recipe (the quantiser of the integer `.tflite` files),
-  fp32 and int8; the depthwise conv split as the TFLite export splits it (exporters/mobile_graph.py);
+  fp32 and int8; the depthwise conv split as the TFLite export splits it (exporters/converters/mobile_graph.py);
 - ONNX Runtime: the NHWC ``com.microsoft.QLinearConv`` its optimiser turns the artifact's QDQ convs
   into, fp32 ``Conv`` beside it;
 - fbgemm (PyTorch's x86 int8 GEMM, the integer roofline's library): the 1x1 convs as the GEMM they
@@ -89,8 +89,8 @@ def tflite_fp32(shape: ConvShape, w: np.ndarray) -> bytes:
     """A one-convolution fp32 flatbuffer, signature `serving_default(image) -> joints`, NHWC."""
     import tensorflow as tf
 
-    from exporters.contract import INPUT_NAME
-    from exporters.to_tflite import function_to_tflite
+    from exporters.converters.to_tflite import function_to_tflite
+    from models.contract import INPUT_NAME
 
     def conv(x):
         if not shape.depthwise:
@@ -108,7 +108,7 @@ def tflite_fp32(shape: ConvShape, w: np.ndarray) -> bytes:
 
 @dataclass(frozen=True)
 class _RandomCalibration:
-    """The two methods ai-edge-quantizer's calibration needs from exporters.calibration.CalibrationSet."""
+    """The two methods ai-edge-quantizer's calibration needs from exporters.converters.calibration.CalibrationSet."""
 
     images: np.ndarray  # NHWC
     sha256: str = "random-normal"
@@ -122,7 +122,7 @@ class _RandomCalibration:
 
 def tflite_int8(fp32: bytes, shape: ConvShape, rng: np.random.Generator) -> bytes:
     """``fp32`` quantised by ai-edge-quantizer (static, int8 per-channel weights, int8 in and out)."""
-    from exporters.to_tflite_int8 import StaticRecipe, quantize_static
+    from exporters.converters.to_tflite_int8 import StaticRecipe, quantize_static
 
     recipe = StaticRecipe(name="kernel", float_ops=(), float_io=False)  # int8 in and out
     images = rng.normal(0, 1, (4, shape.hw, shape.hw, shape.cin)).astype(np.float32)

@@ -23,7 +23,7 @@ import onnx
 from benchmarks.latency import LatencySettings, measure
 from common.errors import ConvNeXtPoseError
 from common.tables import format_table
-from exporters.manifest import Manifest
+from judging.manifest import Manifest
 from runtimes.litert import interpreter
 from runtimes.onnxrt import inference_session
 
@@ -74,7 +74,7 @@ def _time_in_subprocess(kind: str, path: Path, threads: int, settings: LatencySe
 
 
 def _tflite_piece(onnx_path: Path, seg: Segment, work: Path, calibration_images: np.ndarray) -> Path:
-    from exporters import to_tflite
+    from exporters.converters import to_tflite
 
     work.mkdir(parents=True, exist_ok=True)
     piece = work / "piece.onnx"
@@ -86,10 +86,11 @@ def _tflite_piece(onnx_path: Path, seg: Segment, work: Path, calibration_images:
 
 def _rewritten_onnx(manifest: Manifest, path: Path) -> None:
     """The ONNX the TFLite stage converts: the manifest's checkpoint, its contract, the XNNPACK rewrite."""
-    from exporters import to_onnx
-    from exporters.contract import InputContract, fold_normalization
-    from exporters.mobile_graph import for_xnnpack
-    from exporters.simplify import simplify_onnx
+    from exporters.converters import to_onnx
+    from exporters.converters.mobile_graph import for_xnnpack
+    from exporters.converters.simplify import simplify_onnx
+    from models.contract import InputContract
+    from models.folding import fold_normalization
 
     loaded = manifest.load_checkpoint()
     folded = manifest.normalization_folded
@@ -100,7 +101,7 @@ def _rewritten_onnx(manifest: Manifest, path: Path) -> None:
 
 
 def profile_stages(out_dir: Path, threads: int = 2, settings: LatencySettings | None = None) -> list[SegmentTiming]:
-    from exporters.inputs import parity_inputs
+    from judging.inputs import parity_inputs
 
     manifest = Manifest.read(out_dir)
     simplified = [a.file for a in manifest.artifacts if a.format == "onnx-simplified"]

@@ -22,14 +22,14 @@ from benchmarks.significance import PEER, p99_difference
 from benchmarks.worker import WorkerJob
 from common.errors import ConvNeXtPoseError
 from common.files import write_json_atomic
-from exporters import model_card
-from exporters.calibration import CALIBRATED, judged_mask_for
-from exporters.gates import judge
-from exporters.inputs import recorded_inputs
-from exporters.manifest import Manifest, tool_versions
-from exporters.parity import parity_stats
-from exporters.references import References
-from exporters.verify import budgets_of, judge_artifact
+from exporters.app_files import model_card
+from judging.gates import judge
+from judging.inputs import recorded_inputs
+from judging.judged_rows import CALIBRATED, judged_mask_for
+from judging.manifest import Manifest, tool_versions
+from judging.parity import parity_stats
+from judging.references import References
+from judging.verify import budgets_of, judge_artifact
 from models.preprocessing import normalise
 from models.spec import ModelSpec
 from runtimes import RUNTIME_PACKAGES

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from exporters.parity import input_px_errors
+from judging.parity import input_px_errors
 from models.spec import ModelSpec
 
 #: The integer row every other integer row is compared with: ONNX Runtime's own static int8.

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.backends import Backend, open_backend
 from benchmarks.latency import LatencySettings, measure
-from exporters.manifest import Manifest
+from judging.manifest import Manifest
 
 
 @dataclass(frozen=True)

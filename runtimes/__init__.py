@@ -1,6 +1,6 @@
 """Run an exported artifact: one runner per runtime, the only place a runtime is opened.
 
-The export gate, the parity suite (``exporters.verify``), the bench worker and the profiler all
+The export gate, the parity suite (``judging.verify``), the bench worker and the profiler all
 open artifacts through :func:`open_session`, so the file that was verified is the file that is
 timed, in the same runtime with the same options. A runtime that is missing is an error naming
 it (:class:`common.errors.RuntimeUnavailableError`), never a silent switch to another one.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes import coreml, litert, onnxrt
-from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session
+from runtimes.session import Session
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "RUNTIME_PACKAGES", "Session", "open_session", "run_artifact"]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session, Tensors, to_layout
+from models.contract import INPUT_NAME, OUTPUT_NAME
+from runtimes.session import Session, Tensors, to_layout
 
 REFERENCE_EVALUATOR = "reference evaluator (saved spec read back and run op by op in PyTorch; not Core ML)"
 #: Torch threads of the reference evaluator (see coreml_reference.evaluate_coreml).

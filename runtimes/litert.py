@@ -14,7 +14,8 @@ import numpy as np
 
 from common.errors import RuntimeUnavailableError
 from common.quiet import native_stderr_hidden
-from runtimes.session import INPUT_NAME, OUTPUT_NAME, Session, Tensors, to_layout
+from models.contract import INPUT_NAME, OUTPUT_NAME
+from runtimes.session import Session, Tensors, to_layout
 from runtimes.versions import version_of
 
 SIGNATURE_KEY = "serving_default"

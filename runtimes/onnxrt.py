@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import RuntimeUnavailableError
-from runtimes.session import INPUT_NAME, Session, Tensors, to_layout
+from models.contract import INPUT_NAME
+from runtimes.session import Session, Tensors, to_layout
 from runtimes.versions import version_of
 
 

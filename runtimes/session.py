@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Input and output names every artifact shares (the app contract).
-INPUT_NAME = "image"
-OUTPUT_NAME = "joints"
+from models.contract import INPUT_NAME, OUTPUT_NAME
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Predict", "Session", "Tensors", "to_layout"]
 
 Predict = Callable[[np.ndarray], np.ndarray]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "models", "runtimes", "exporters", "benchmarks", "robustness")
+PACKAGES = ("common", "models", "runtimes", "judging", "exporters", "benchmarks", "robustness")
 
 
 def _project_modules() -> dict[str, Path]:
@@ -94,17 +94,80 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_among_the_project_modules():
     graph = import_graph()
-    assert "exporters.pipeline" in graph and "exporters.formats" in graph["exporters.pipeline"]
+    assert "exporters.build.pipeline" in graph and "exporters.formats" in graph["exporters.build.pipeline"]
     assert find_cycles(graph) == []
 
 
+#: The rooms in the order data flows, each importing only rooms before it; rooms in one tuple are peers
+#: that do not import each other. Judging sits below the exporters, so the bench, verify, diagnose and
+#: check-golden can judge without importing anything that builds files.
+ROOMS = ("common", "models", "runtimes", "judging", "exporters.formats",
+         ("exporters.converters", "exporters.app_files"), "exporters.build", "benchmarks", "cli", "robustness")
+#: Rooms that build files: converters, stages, the pipeline, the publisher.
+BUILDERS = ("exporters.converters", "exporters.build")
+#: Modules that build single-op models on purpose (the kernel and profile studies) and may use converters.
+BUILDS_ON_PURPOSE = ("benchmarks.kernels", "benchmarks.profile")
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "exporters" and len(parts) > 1 else parts[0]
+
+
+def _rank(room: str) -> int:
+    for i, entry in enumerate(ROOMS):
+        if room == entry or (isinstance(entry, tuple) and room in entry):
+            return i
+    raise AssertionError(f"room {room!r} is in no place of ROOMS: add it there")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports of a room at or after one's own place in ROOMS (peers included)."""
+    return sorted((m, t) for m, targets in graph.items() for t in targets
+                  if room_of(m) != room_of(t) and _rank(room_of(t)) >= _rank(room_of(m)))
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for t in graph.get(todo.pop(), ()):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def judges_that_build(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Judging and bench modules that import, directly or through others, a module that builds files."""
+    judges = [m for m in graph if room_of(m) in ("judging", "benchmarks") and m not in BUILDS_ON_PURPOSE]
+    found = {m: sorted(t for t in reaches(graph, m) if room_of(t) in BUILDERS) for m in judges}
+    return {m: builders for m, builders in found.items() if builders}
+
+
 def test_lower_layers_do_not_import_higher_ones():
-    """common <- models <- runtimes <- exporters <- benchmarks <- cli <- robustness: the data flow, as imports
-    (the reliability campaign drives the CLI itself, so it sits above it)."""
-    order = {"common": 0, "models": 1, "runtimes": 2, "exporters": 3, "benchmarks": 4, "cli": 5, "robustness": 6}
-    wrong = [(m, t) for m, targets in import_graph().items() for t in targets
-             if order[t.split(".")[0]] > order[m.split(".")[0]]]
-    assert wrong == []
+    """The data flow, as imports (the reliability campaign drives the CLI itself, so it sits above it)."""
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_judges_and_the_bench_import_nothing_that_builds_files():
+    graph = import_graph()
+    assert "judging.verify" in graph and "benchmarks.run" in graph
+    assert judges_that_build(graph) == {}
+    assert len([m for m in graph if m.startswith("exporters.") and m.count(".") == 1]) <= 12
+
+
+def test_the_rules_fail_on_a_judge_that_imports_a_converter_or_the_pipeline():
+    """The same checks on the real graph with one wrong import added: each is caught, with its path."""
+    graph = import_graph()
+    wrong = {**graph, "judging.verify": graph["judging.verify"] | {"exporters.converters.to_tflite"}}
+    assert ("judging.verify", "exporters.converters.to_tflite") in upward_imports(wrong)
+    assert "exporters.converters.to_tflite" in judges_that_build(wrong)["judging.verify"]
+    # an import that is not upward by room but brings a builder in: the table made to import the stages
+    table = {**graph, "exporters.formats": graph["exporters.formats"] | {"exporters.build.stages"}}
+    assert "exporters.build.stages" in judges_that_build(table)["benchmarks.run"]
+    peers = {**graph, "exporters.converters.to_onnx": {"exporters.app_files.metadata"}}
+    assert ("exporters.converters.to_onnx", "exporters.app_files.metadata") in upward_imports(peers)
 
 
 def _product_sources() -> dict[str, str]:
@@ -139,7 +202,7 @@ def dummy_format(monkeypatch):
 
     kind = formats.ArtifactKind("onnx-copy", "fp32", ".copy.onnx", "NCHW", "onnxruntime", "onnx-copy", "fp32")
     row = formats.ExportFormat("onnx-copy", "the ONNX file again, under another suffix (a test row)", (kind,),
-                               _copy_onnx, requires=("onnx",), default=False)
+                               f"{__name__}:_copy_onnx", requires=("onnx",), default=False)
     monkeypatch.setattr(formats, "FORMATS", [*formats.FORMATS, row])
     return row
 
@@ -158,9 +221,9 @@ def test_a_new_format_row_is_exported_verified_benched_and_rechecked(dummy_forma
 
     from benchmarks.latency import LatencySettings
     from benchmarks.run import BenchOptions, run_bench
-    from exporters.manifest import Manifest
-    from exporters.pipeline import ExportOptions, run_export
-    from exporters.verify import check_artifacts
+    from exporters.build.pipeline import ExportOptions, run_export
+    from judging.manifest import Manifest
+    from judging.verify import check_artifacts
     from models.spec import ModelSpec
     from models.synthetic.untrained import synthetic_model
 

@@ -13,8 +13,8 @@ from benchmarks.latency import LatencySettings, LatencyStats, measure
 from benchmarks.report import BENCH_JSON, BENCH_MD, compare
 from benchmarks.run import BenchOptions, run_bench
 from cli import main
-from exporters.inputs import DEFAULT_IMAGES_DIR
-from exporters.parity import parity_stats
+from judging.inputs import DEFAULT_IMAGES_DIR
+from judging.parity import parity_stats
 from models.spec import REGISTRY
 
 QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_seconds=0.2)

@@ -11,11 +11,12 @@ from torch import nn
 
 from benchmarks.diagnose import DIAGNOSE_JSON, DIAGNOSE_PNG, diagnose
 from cli import main
-from exporters import to_coreml, to_onnx
-from exporters.contract import InputContract
-from exporters.divergence import CEILING_DB
-from exporters.manifest import Manifest
-from exporters.pipeline import fold_normalization
+from exporters.converters import to_coreml, to_onnx
+from exporters.formats import MLMODEL
+from judging.divergence import CEILING_DB
+from judging.manifest import Manifest
+from models.contract import InputContract
+from models.folding import fold_normalization
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +76,7 @@ def test_a_dropped_batchnorm_in_core_ml_is_found_too(xs_int8_export, tmp_path):
     loaded = Manifest.read(out).load_checkpoint()
     broken = tmp_path / "convnextpose-XS.mlmodel"
     to_coreml.export_coreml(_broken_model(loaded, "backbone.stages.1.0"), InputContract.for_spec(loaded.spec, True),
-                            broken, to_coreml.MLMODEL, {"variant": "XS"}, "image")
+                            broken, MLMODEL, {"variant": "XS"}, "image")
     (divergence,) = diagnose(out, broken, images=1).results
     assert divergence.first_jump.boundary == "backbone.stages.1.0"
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from cli import main
-from exporters.manifest import MANIFEST_NAME
-from exporters.pipeline import default_checkpoint
+from exporters.build.pipeline import default_checkpoint
+from judging.manifest import MANIFEST_NAME
 from models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.e2e

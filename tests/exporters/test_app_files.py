@@ -14,11 +14,12 @@ from PIL import Image
 
 from cli import main
 from common.errors import ConvNeXtPoseError
-from exporters import golden, tflite_metadata
-from exporters.gates import CONVERSION_ERROR
-from exporters.manifest import Manifest
-from exporters.to_tflite import read_metadata
-from exporters.verify import check_artifacts
+from exporters.app_files import golden, tflite_metadata
+from exporters.converters.to_tflite import read_metadata
+from judging import golden as golden_check
+from judging.gates import CONVERSION_ERROR
+from judging.manifest import Manifest
+from judging.verify import check_artifacts
 from runtimes import open_session
 from runtimes.litert import interpreter
 
@@ -175,7 +176,7 @@ def test_check_golden_refuses_a_file_that_is_not_the_verified_one(xs_int8_export
     with open(out / name, "ab") as f:
         f.write(b"\0")
     with pytest.raises(ConvNeXtPoseError, match=f"{name}: changed since it was verified"):
-        golden.check(out, {"artifact": name, "joints": {}})
+        golden_check.check(out, {"artifact": name, "joints": {}})
 
 
 # ---- model card, licence ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from common.errors import ExportError
-from exporters.calibration import (
+from exporters.converters.calibration import (
     Augmentation,
     CalibrationSet,
     build_calibration_set,
@@ -82,8 +82,8 @@ def test_refusals(tmp_path):
 
 
 def test_released_checkpoints_calibrate_on_other_photos_than_the_judged_ones(make_ckpt, tmp_path):
-    from exporters.calibration import choose_calibration
-    from exporters.inputs import DEFAULT_IMAGES_DIR, inputs_for
+    from exporters.converters.calibration import choose_calibration
+    from judging.inputs import DEFAULT_IMAGES_DIR, inputs_for
     from models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(make_ckpt("XS"), "XS")  # not trained on the synthetic task: judged on photos
@@ -102,8 +102,8 @@ def test_released_checkpoints_calibrate_on_other_photos_than_the_judged_ones(mak
 def test_calibration_is_disjoint_by_content_not_by_file_name(make_ckpt, tmp_path):
     """--calib and --images folders that reuse names (000.png, ...) for other pictures are fine; the same
     pictures under other names are not."""
-    from exporters.calibration import choose_calibration
-    from exporters.inputs import inputs_for
+    from exporters.converters.calibration import choose_calibration
+    from judging.inputs import inputs_for
     from models.checkpoint import load_checkpoint
 
     rng = np.random.default_rng(1)

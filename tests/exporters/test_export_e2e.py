@@ -16,12 +16,13 @@ import torch
 from cli import main
 from common.errors import ExportError, ManifestError
 from common.files import path_digest
-from exporters import pipeline, to_tflite
-from exporters.manifest import MANIFEST_NAME
-from exporters.pipeline import ExportOptions, run_export
-from exporters.side_stage import can_fork
-from exporters.to_tflite import METADATA_NAME, read_metadata
-from exporters.verify import check_artifacts
+from exporters.build import pipeline
+from exporters.build.pipeline import ExportOptions, run_export
+from exporters.build.side_stage import can_fork
+from exporters.converters import to_tflite
+from exporters.converters.to_tflite import METADATA_NAME, read_metadata
+from judging.manifest import MANIFEST_NAME
+from judging.verify import check_artifacts
 from models.checkpoint import load_checkpoint
 from models.joints import HUMAN36M
 from models.preprocessing import normalise
@@ -201,7 +202,7 @@ def test_a_stage_built_beside_the_others_that_dies_is_a_crash_of_that_stage(make
     import multiprocessing
     import os
 
-    from exporters import to_coreml
+    from exporters.converters import to_coreml
 
     monkeypatch.setattr(to_coreml, "export_coreml", lambda *a, **k: os._exit(7))
     result = run_export(ExportOptions(out_dir=tmp_path / "XS", variant="XS", checkpoint=make_ckpt("XS"),
@@ -220,7 +221,7 @@ def test_a_stage_built_beside_the_others_gives_what_an_inline_build_gives(tmp_pa
     the same file, verdict and calibration record as the same stage built inline."""
     import logging
 
-    from exporters.pipeline import default_checkpoint
+    from exporters.build.pipeline import default_checkpoint
 
     ckpt = default_checkpoint("XS", 18, 0)  # trained-like: integer artifacts are built for it
     results = {}

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from cli import main
-from exporters import pipeline
-from exporters.manifest import MANIFEST_NAME
+from exporters.build import pipeline
+from judging.manifest import MANIFEST_NAME
 from models.network import Block, ConvNeXtPose, DeConv
 from models.preprocessing import normalise
 from models.spec import spec_for

@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from exporters import to_tflite_int8
-from exporters.calibration import int8_judged_mask
-from exporters.gates import Budgets, judge
-from exporters.inputs import inputs_for
-from exporters.manifest import MANIFEST_NAME, Manifest
-from exporters.references import References
-from exporters.to_tflite import read_metadata
-from exporters.verify import check_artifacts
+from exporters.converters import to_tflite_int8
+from exporters.converters.to_tflite import read_metadata
+from judging.gates import Budgets, judge
+from judging.inputs import inputs_for
+from judging.judged_rows import int8_judged_mask
+from judging.manifest import MANIFEST_NAME, Manifest
+from judging.references import References
+from judging.verify import check_artifacts
 from models.checkpoint import load_checkpoint
 from runtimes import run_artifact
 from runtimes.litert import interpreter as tflite_interpreter
@@ -81,7 +81,7 @@ def test_the_int8_gate_fails_a_recipe_that_quantises_the_soft_argmax_tail(xs_int
     loaded = load_checkpoint(ckpt, "XS")
     manifest = Manifest.read(out)
     inputs = inputs_for(loaded)
-    from exporters.calibration import choose_calibration
+    from exporters.converters.calibration import choose_calibration
 
     calibration = choose_calibration(loaded, inputs).calibration
     broken = to_tflite_int8.StaticRecipe(name="int8-tail-too", float_ops=())

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from benchmarks.profile import cut_points
-from exporters.mobile_graph import SplitDepthwise7x7, fold_batchnorm, for_xnnpack
+from exporters.converters.mobile_graph import SplitDepthwise7x7, for_xnnpack
+from models.folding import fold_batchnorm
 from models.network import Block
 from models.spec import ModelSpec
 from models.synthetic.untrained import synthetic_model

@@ -18,17 +18,11 @@ import torch
 from torch import nn
 
 from common.errors import ExportError
-from exporters.contract import InputContract, fold_normalization
-from exporters.inputs import parity_inputs
-from exporters.to_coreml import (
-    COMPRESSED_TARGETS,
-    MLPACKAGE,
-    MLPACKAGE_INT8,
-    MLPACKAGE_PALETTE6,
-    _compression_config,
-    export_coreml,
-    kmeans_lut,
-)
+from exporters.converters.to_coreml import _compression_config, export_coreml, kmeans_lut
+from exporters.formats import COMPRESSED_TARGETS, MLPACKAGE, MLPACKAGE_INT8, MLPACKAGE_PALETTE6
+from judging.inputs import parity_inputs
+from models.contract import InputContract
+from models.folding import fold_normalization
 from models.network import ConvNeXtPose
 from models.spec import ModelSpec
 from models.synthetic.untrained import synthetic_model

@@ -18,12 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.errors import ExportError
-from exporters.contract import InputContract, fold_normalization
-from exporters.gates import beyond_emulation, conversion_check
-from exporters.inputs import parity_inputs
-from exporters.parity import parity_stats
-from exporters.references import References
-from exporters.to_coreml import MLMODEL, MLPACKAGE, export_coreml
+from exporters.converters.to_coreml import export_coreml
+from exporters.formats import MLMODEL, MLPACKAGE
+from judging.gates import beyond_emulation, conversion_check
+from judging.inputs import parity_inputs
+from judging.parity import parity_stats
+from judging.references import References
+from models.contract import InputContract
+from models.folding import fold_normalization
 from models.network import ConvNeXtPose
 from models.spec import REGISTRY, ModelSpec
 from models.synthetic.untrained import synthetic_model
@@ -54,7 +56,7 @@ class Exported:
     reference: np.ndarray
     mlmodel: Path
     mlpackage: Path
-    refs: References  # the export gate's references (exporters/references.py)
+    refs: References  # the export gate's references (judging/references.py)
 
     def fp32_ok(self, joints: np.ndarray) -> bool:
         """The export gate's answer for an fp32 artifact: within the noise floor of the exact reference."""

@@ -1,23 +1,19 @@
-"""The input contract every artifact shares, and folding ImageNet normalisation into the stem.
-
-Folding is exact: the stem is a 4x4/stride-4 convolution without padding, so every input pixel
-enters it through a weight, and (x - m)/s can be absorbed as W' = W/s, b' = b - sum(W*m/s).
-"""
+"""What goes in and what comes out of every artifact: the tensor names, the input contract, the output
+description (units, and how an app turns joints into photo pixels and millimetres)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
-from models.network import ConvNeXtPose
 from models.preprocessing import normalise
-from models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-from runtimes.session import INPUT_NAME, OUTPUT_NAME
+from models.spec import BBOX_3D_DEPTH_MM, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "InputContract", "fold_normalization"]
+#: Input and output names every artifact shares (the app contract).
+INPUT_NAME = "image"
+OUTPUT_NAME = "joints"
 
 
 @dataclass(frozen=True)
@@ -69,18 +65,16 @@ class InputContract:
         }
 
 
-def fold_normalization(model: ConvNeXtPose) -> ConvNeXtPose:
-    """A copy of ``model`` that takes RGB in [0, 1] and computes exactly what ``model`` computes on normalised input."""
-    folded = copy.deepcopy(model)
-    stem = folded.backbone.downsample_layers[0][0]
-    if stem.padding != (0, 0):
-        raise ValueError("normalisation can be folded only into an unpadded stem convolution")
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    with torch.no_grad():
-        weight = stem.weight.double()
-        new_weight = weight / std
-        new_bias = stem.bias.double() - (new_weight * mean).sum(dim=(1, 2, 3))
-        stem.weight.copy_(new_weight.float())
-        stem.bias.copy_(new_bias.float())
-    return folded.eval()
+def output_description(spec: ModelSpec) -> dict[str, Any]:
+    d, h, w = spec.heatmap_shape
+    s = spec.input_size
+    return {
+        "name": OUTPUT_NAME,
+        "shape": [1, spec.joints, 3],
+        "dtype": "float32",
+        "units": "x, y in heatmap pixels; z in depth bins (soft-argmax expectation)",
+        "heatmap_shape_dhw": [d, h, w],
+        "to_input_pixels": f"x_px = x * {s} / {w}; y_px = y * {s} / {h}",
+        "to_original_image": "x_img = bbox_x + x_px * bbox_w / " f"{s}; y_img = bbox_y + y_px * bbox_h / {s}",
+        "to_depth_mm": f"z_mm = (z / {d} * 2 - 1) * {BBOX_3D_DEPTH_MM / 2:g}  (relative to the root joint)",
+    }

@@ -1,10 +1,10 @@
 """`convnextpose export`: load + check the checkpoint, then build every requested format of the
-format table (exporters/formats.py), each artifact judged (exporters/gates.py).
+format table (exporters/formats.py), each artifact judged (judging/gates.py).
 
 Every artifact is written into a private staging folder beside OUT and judged there; those that
 pass, the golden vectors, the model card and the manifest (listing the published and the rejected
 artifacts with their reasons) make the new content of OUT, which replaces the old in one step
-(exporters/publish.py). One rejected artifact does not hold back the others. A run that publishes
+(exporters/build/publish.py). One rejected artifact does not hold back the others. A run that publishes
 nothing, fails, is interrupted or killed leaves OUT as it was.
 """
 
@@ -23,19 +23,23 @@ from tqdm import tqdm
 from common.errors import ConvNeXtPoseError, ExportError
 from common.images import list_images, read_rgb
 from common.tables import format_table
-from exporters import golden, model_card, to_onnx
-from exporters.contract import InputContract, fold_normalization
-from exporters.export_run import ExportOptions, ExportRun
+from exporters.app_files import golden, model_card
+from exporters.app_files.metadata import embedded_metadata
+from exporters.build.export_run import ExportOptions, ExportRun
+from exporters.build.publish import check_out, clear_leftovers, new_staging, out_lock, publish
+from exporters.build.side_stage import SideStage, can_fork
+from exporters.build.stages import NOT_BUILT
+from exporters.converters import to_onnx
+from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, get_format, resolve_formats
-from exporters.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
-from exporters.inputs import inputs_for
-from exporters.manifest import Artifact, Manifest, Rejection, embedded_metadata, listed_files
-from exporters.publish import check_out, clear_leftovers, new_staging, out_lock, publish
-from exporters.references import References
-from exporters.side_stage import SideStage, can_fork
-from exporters.stages import NOT_BUILT
-from exporters.to_coreml import INPUT_KINDS
+from judging.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
+from judging.golden import GOLDEN_DIR
+from judging.inputs import inputs_for
+from judging.manifest import Artifact, Manifest, Rejection, listed_files
+from judging.references import References
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
+from models.contract import InputContract
+from models.folding import fold_normalization
 from models.spec import NUM_HEAD_LAYERS, spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
 from models.training.reference import CACHE_DIR, reference_checkpoint
@@ -82,7 +86,7 @@ def _app_files(run: ExportRun, manifest: Manifest) -> None:
     inputs = run.inputs
     groups = inputs.group_masks()
     rows = golden.pick_rows(inputs.judged_mask(), groups.get("photos", np.zeros(len(inputs), bool)))
-    golden.write(run.staging / golden.GOLDEN_DIR, inputs.images[rows], run.artifact_inputs[rows],
+    golden.write(run.staging / GOLDEN_DIR, inputs.images[rows], run.artifact_inputs[rows],
                  [inputs.sources[i] for i in rows], {f: j[rows] for f, j in run.outputs.items()}, run.artifacts,
                  run.references.fp32[rows], manifest.joints["names"], manifest.output)
     model_card.write(run.staging, manifest)
@@ -201,7 +205,7 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
             raise ExportError(_nothing_published(run, options.strict))
         manifest = Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
                                   gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
-                                  extras=(golden.GOLDEN_DIR, model_card.MODEL_CARD))
+                                  extras=(GOLDEN_DIR, model_card.MODEL_CARD))
         _app_files(run, manifest)
         _finish_staging(run, manifest)
         publish(staging, out_dir, listed_files(out_dir))
@@ -223,7 +227,7 @@ def _start_ready(run: ExportRun, formats: list[ExportFormat], done: set[str], be
         if fmt.beside and fmt.name not in beside and fmt.name not in done and set(fmt.requires) <= done:
             if fmt.prepare is not None:
                 try:
-                    fmt.prepare(run)
+                    fmt.preparation()(run)
                 except Exception:  # the stage meets the same error in its own process and is rejected for it
                     log.debug("preparing stage %s failed", fmt.name, exc_info=True)
             beside[fmt.name] = SideStage(run, fmt, _build)
@@ -240,7 +244,7 @@ def _build(run: ExportRun, fmt: ExportFormat) -> None:
         return
     log.info("stage %s ...", fmt.name)
     try:
-        fmt.build(run, fmt)
+        fmt.stage()(run, fmt)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise  # not this stage's fault: the whole export stops (run_export says so)

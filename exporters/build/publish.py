@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common.errors import ExportError
 from common.files import default_dir_mode, default_file_mode
-from exporters.manifest import MANIFEST_NAME
+from judging.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 

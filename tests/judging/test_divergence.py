@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.boundaries import JOINTS, Boundary, boundaries, torch_boundaries
-from exporters.divergence import CEILING_DB, JUMP_DB, BoundaryError, entry, first_jump, match, snr_db
+from judging.boundaries import JOINTS, Boundary, boundaries, torch_boundaries
+from judging.divergence import CEILING_DB, JUMP_DB, BoundaryError, entry, first_jump, match, snr_db
 from models.network import build_model
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from common.errors import ExportError
 from common.quiet import hushed
-from exporters.contract import INPUT_NAME, OUTPUT_NAME
+from models.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes.litert import SIGNATURE_KEY, op_names
 
 log = logging.getLogger(__name__)

@@ -15,15 +15,17 @@ import numpy as np
 import onnx
 
 from common import quiet
-from exporters import int8_adaptive, tflite_metadata, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
-from exporters.calibration import CALIBRATED, CalibrationChoice, choose_calibration
-from exporters.export_run import ExportRun
-from exporters.gates import OVER_BUDGET
-from exporters.kinds import ArtifactKind, ExportFormat
-from exporters.manifest import app_metadata
-from exporters.mobile_graph import for_xnnpack
-from exporters.parity import parity_stats
-from exporters.simplify import simplify_onnx
+from exporters.app_files import tflite_metadata
+from exporters.app_files.metadata import app_metadata
+from exporters.build.export_run import ExportRun
+from exporters.converters import int8_adaptive, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
+from exporters.converters.calibration import CalibrationChoice, choose_calibration
+from exporters.converters.mobile_graph import for_xnnpack
+from exporters.converters.simplify import simplify_onnx
+from exporters.formats import TARGETS, ArtifactKind, ExportFormat
+from judging.gates import OVER_BUDGET
+from judging.judged_rows import CALIBRATED
+from judging.parity import parity_stats
 from models.preprocessing import normalise
 from runtimes import open_session
 from runtimes.litert import SIGNATURE_KEY, delegated_nodes
@@ -194,7 +196,7 @@ def _with_metadata(run: ExportRun, tflite: bytes) -> bytes:
 def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
     """Each kind's Core ML target converted from the traced model and verified."""
     quiet.import_quietly("coremltools")
-    targets = {(t.format, t.precision): t for t in to_coreml.TARGETS}
+    targets = {(t.format, t.precision): t for t in TARGETS}
     traced = to_coreml.trace(run.model, run.contract)  # one trace for every target (0.8 s each for S)
     for kind in fmt.artifacts:
         target = targets[(kind.format, kind.precision)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 
 from common.errors import ExportError
-from exporters.to_onnx import set_metadata
+from exporters.converters.to_onnx import set_metadata
 
 SIMPLIFIERS = ("onnxsim", "onnxslim")
 

@@ -71,7 +71,7 @@ def _tail32_orders(logits: np.ndarray, coords: np.ndarray, joints: int) -> list[
 
 def _fold_conv_bn(model: ConvNeXtPose) -> ConvNeXtPose:
     """A copy with every BatchNorm that directly follows a conv folded into it (as converters do)."""
-    from exporters.mobile_graph import fold_batchnorm
+    from models.folding import fold_batchnorm
 
     folded = copy.deepcopy(model).eval()
     stem = folded.backbone.downsample_layers[0]

@@ -5,8 +5,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from exporters.contract import InputContract, fold_normalization
-from exporters.inputs import DEFAULT_IMAGES_DIR, load_images, parity_inputs, square_crops
+from judging.inputs import DEFAULT_IMAGES_DIR, load_images, parity_inputs, square_crops
+from models.contract import InputContract
+from models.folding import fold_normalization
 from models.network import build_model
 from models.preprocessing import normalise
 
@@ -51,7 +52,7 @@ def test_tall_images_are_cropped_top_and_bottom():
 
 
 def test_weights_trained_on_the_synthetic_task_are_judged_on_its_images(tiny_spec, make_ckpt, tmp_path):
-    from exporters.inputs import NUM_SYNTHETIC_INPUTS, inputs_for
+    from judging.inputs import NUM_SYNTHETIC_INPUTS, inputs_for
     from models.checkpoint import load_checkpoint
     from models.training.reference import write_trained_checkpoint
     from models.training.schedule import Schedule

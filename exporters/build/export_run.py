@@ -1,8 +1,8 @@
 """The state one export shares between its stages, and how a stage verifies what it built.
 
-A stage (exporters/stages.py) writes its files into ``run.staging`` and hands each to
+A stage (exporters/build/stages.py) writes its files into ``run.staging`` and hands each to
 :meth:`ExportRun.verify`, which runs it in the runtime its artifact kind names, judges it
-(exporters/gates.py), and records it for publishing -- or as rejected, with the figures.
+(judging/gates.py), and records it for publishing -- or as rejected, with the figures.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from common.files import path_digest
-from exporters.calibration import CalibrationChoice
-from exporters.contract import InputContract
-from exporters.gates import Budgets, judge
-from exporters.inputs import InputSet
-from exporters.kinds import ArtifactKind
-from exporters.manifest import Artifact, Rejection
-from exporters.references import References
+from exporters.converters.calibration import CalibrationChoice
+from exporters.formats import ArtifactKind
+from judging.gates import Budgets, judge
+from judging.inputs import InputSet
+from judging.manifest import Artifact, Rejection
+from judging.references import References
 from models.checkpoint import LoadedCheckpoint
+from models.contract import InputContract
 from models.network import ConvNeXtPose
 from runtimes import open_session
 
@@ -88,7 +88,7 @@ class ExportRun:
 
     def verify(self, path: Path, kind: ArtifactKind, details: dict[str, Any] | None = None,
                judged: np.ndarray | None = None, layout: str | None = None) -> Artifact | None:
-        """Run ``path`` in its kind's runtime and judge it (exporters/gates.py): the artifact when it is
+        """Run ``path`` in its kind's runtime and judge it (judging/gates.py): the artifact when it is
         published, None when it is rejected (the rejection recorded). ``layout``: the input this file
         takes when it is not its kind's (a Core ML image input: "image")."""
         layout = layout or kind.layout

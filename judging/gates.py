@@ -1,7 +1,7 @@
 """Two questions per artifact, two answers (README "Parity tolerances").
 
 1. *Is the conversion correct?* An fp32 artifact is compared with the exact reference of its
-   arithmetic (fp32 body, fp64 soft-argmax; exporters/references.py). It passes when its largest
+   arithmetic (fp32 body, fp64 soft-argmax; judging/references.py). It passes when its largest
    deviation is within ``NOISE_FACTOR`` times this checkpoint's measured fp32 noise floor on these
    inputs, or within ``FLOOR_INPUT_PX`` (negligible for any app), whichever is larger. A converter
    bug (wrong layout, align_corners, a dropped BatchNorm) moves joints by tenths of a pixel or
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from exporters.parity import ParityStats, parity_stats
-from exporters.references import EMULATIONS, References
+from judging.parity import ParityStats, parity_stats
+from judging.references import EMULATIONS, References
 
 #: fp32 artifacts: allowed deviation from the exact reference, in multiples of the noise floor.
 #: Measured (README): runtimes land at 0.06-1.0x the floor (ONNX Runtime, TFLite/XNNPACK, the Core ML

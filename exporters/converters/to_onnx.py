@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, InputContract
+from models.contract import INPUT_NAME, OUTPUT_NAME, InputContract
 from models.network import ConvNeXtPose
 
 DEFAULT_OPSET = 17

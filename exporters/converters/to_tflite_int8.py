@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.quiet import hushed
-from exporters.calibration import CalibrationSet
-from exporters.contract import INPUT_NAME
+from exporters.converters.calibration import CalibrationSet
+from models.contract import INPUT_NAME
 from runtimes.litert import SIGNATURE_KEY
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class StaticRecipe:
     weight_granularity: str = "CHANNELWISE"  # TENSORWISE: same speed, +0.1 px p99 on XS
     float_ops: tuple[str, ...] = TAIL_FLOAT_OPS
     float_io: bool = True  # graph INPUT/OUTPUT stay float: the app contract is unchanged
-    #: op-scope regexes quantised (None: every op); exporters/int8_adaptive.py quantises one layer alone
+    #: op-scope regexes quantised (None: every op); exporters/converters/int8_adaptive.py quantises one layer alone
     only_scopes: tuple[str, ...] | None = None
     #: op-scope regexes kept float whatever their type (the layers an adaptive recipe keeps float)
     float_scopes: tuple[str, ...] = ()
@@ -81,10 +81,8 @@ W8A8_MIXED = StaticRecipe()
 #: the block's two 1x1 convs go 0.92 -> 0.29 ms), so the float depthwise pays for its Q/DQ pairs.
 W8A8_POINTWISE = StaticRecipe(name="int8-w8a8-pw", float_ops=TAIL_FLOAT_OPS + ("DEPTHWISE_CONV_2D", "ADD"))
 #: W8A8_MIXED with the layers this checkpoint cannot afford in int8 kept float: built only when
-#: W8A8_MIXED misses its budget (exporters/int8_adaptive.py).
+#: W8A8_MIXED misses its budget (exporters/converters/int8_adaptive.py).
 ADAPTIVE = "int8-w8a8-adaptive"
-#: The integer artifacts, in build order.
-PRECISIONS = ("int8-dynamic", W8A8_MIXED.name, W8A8_POINTWISE.name, ADAPTIVE)
 
 
 def _read(model: ModelSource) -> bytes:

@@ -1,14 +1,8 @@
-"""Golden vectors: what an app's own CI (an XCTest, an Android instrumentation test) needs to check, on
-the phone, that the integrated file gives the joints this pipeline verified -- with no Python.
-
-``OUT/golden/`` holds a handful of the verification inputs as 256x256 RGB PNGs, the exact float
-tensor each artifact takes (``.nchw.f32`` / ``.nhwc.f32``: little-endian float32, shape in the JSON),
-and ``golden.json``: per artifact, which input file it takes, the joints it produced here and the
-tolerance a result produced elsewhere is held to. ``convnextpose check-golden OUT RESULTS.json``
-judges such results (README "Golden vectors").
+"""Judging joints an app produced on the phone against the golden vectors of an export
+(``convnextpose check-golden OUT RESULTS.json``; the vectors are written by exporters/app_files/golden.py).
 
 Tolerances, per joint, 2-D distance in input px from the artifact's own golden joints: an fp32 file
-its fp32 tolerance (another CPU is another summation order: exporters/gates.py); an fp16 or integer
+its fp32 tolerance (another CPU is another summation order: judging/gates.py); an fp16 or integer
 file its precision budget (another runtime rounds in other places; a GPU delegate computes an fp32
 file in fp16 too: judge it with the fp16 budget, ``--budget fp16``).
 """
@@ -20,25 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from common.errors import ConvNeXtPoseError
 from common.tables import format_table
-from exporters.manifest import Artifact, Manifest
+from judging.manifest import Artifact, Manifest
 from models.spec import BBOX_3D_DEPTH_MM
 
 GOLDEN_DIR = "golden"
 GOLDEN_JSON = "golden.json"
 FORMAT_VERSION = 1
-NUM_GOLDEN = 4
-
-
-def pick_rows(judged: np.ndarray, photos: np.ndarray, n: int = NUM_GOLDEN) -> list[int]:
-    """A few judged inputs, and a photo crop when the judged ones are not photos (what an app sees)."""
-    judged_rows = [int(i) for i in np.flatnonzero(judged)]
-    if not photos.any() or photos[judged_rows].any():
-        return judged_rows[:n]
-    return judged_rows[: n - 1] + [int(np.flatnonzero(photos)[0])]
 
 
 def artifact_tolerance(art: Artifact) -> float:
@@ -47,46 +31,6 @@ def artifact_tolerance(art: Artifact) -> float:
     return v["conversion"]["tolerance_input_px"] if v["conversion"] else v["budget_input_px"]
 
 
-def write(folder: Path, rgb01: np.ndarray, prepared: np.ndarray, sources: list[str], outputs: dict[str, np.ndarray],
-          artifacts: list[Artifact], reference: np.ndarray, joint_names: list[str], units: dict) -> dict:
-    """Write golden/ into ``folder`` for the rows given (already selected); returns golden.json's content."""
-    folder.mkdir(parents=True, exist_ok=True)
-    inputs = []
-    for i, (image, tensor, source) in enumerate(zip(rgb01, prepared, sources)):
-        name = f"input_{i:03d}"
-        pixels = np.clip(np.round(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels, "RGB").save(folder / f"{name}.png")
-        nchw = np.ascontiguousarray(tensor[None], dtype="<f4")
-        nhwc = np.ascontiguousarray(tensor[None].transpose(0, 2, 3, 1), dtype="<f4")
-        (folder / f"{name}.nchw.f32").write_bytes(nchw.tobytes())
-        (folder / f"{name}.nhwc.f32").write_bytes(nhwc.tobytes())
-        inputs.append({"id": name, "source": source, "png": f"{name}.png",
-                       "nchw": {"file": f"{name}.nchw.f32", "shape": list(nchw.shape)},
-                       "nhwc": {"file": f"{name}.nhwc.f32", "shape": list(nhwc.shape)}})
-    record = {
-        "format_version": FORMAT_VERSION,
-        "about": "Feed each artifact its input file (png: the picture, for a Core ML image input; nchw/nhwc: "
-                 "little-endian float32 tensors of the given shape), read 'joints' (J x 3), and compare each joint's "
-                 "(x, y) with this file's: the 2-D distance in input px (x, y times input_size / heatmap size) must "
-                 "be <= tolerance_input_px. Depth is reported, not judged.",
-        "joint_names": joint_names,
-        "units": units,
-        "inputs": inputs,
-        "reference_pytorch_fp32": {inp["id"]: np.round(ref, 6).tolist() for inp, ref in zip(inputs, reference)},
-        "artifacts": {},
-    }
-    for art in artifacts:
-        feed = "png" if art.layout == "image" else art.layout.lower()
-        record["artifacts"][art.file] = {
-            "format": art.format, "precision": art.precision, "sha256": art.sha256, "input": feed,
-            "tolerance_input_px": artifact_tolerance(art),
-            "joints": {inp["id"]: np.round(j, 6).tolist() for inp, j in zip(inputs, outputs[art.file])},
-        }
-    (folder / GOLDEN_JSON).write_text(json.dumps(record, indent=1) + "\n")
-    return record
-
-
-# ---- judging results produced elsewhere -----------------------------------------------------------
 @dataclass(frozen=True)
 class JointCheck:
     input_id: str

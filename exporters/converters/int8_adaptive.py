@@ -1,8 +1,8 @@
 """Integer recipes that adapt to the checkpoint: which layer costs what in int8, and what to keep float.
 
-A *layer* here is one boundary of the architecture (exporters/boundaries.py): the stem, a
+A *layer* here is one boundary of the architecture (judging/boundaries.py): the stem, a
 downsampling layer, a block, the final norm, a head layer, the logits conv. Its ops in the fp32
-flatbuffer are found by matching the boundaries to the flatbuffer's tensors (exporters/divergence.py)
+flatbuffer are found by matching the boundaries to the flatbuffer's tensors (judging/divergence.py)
 and taking the ops between one boundary and the next.
 
 - :func:`sensitivity`: the joint error (p99, input px) of the model with **that layer alone** in int8
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters import to_tflite_int8 as q
-from exporters.boundaries import JOINTS, boundaries, torch_boundaries
-from exporters.divergence import match
+from exporters.converters import to_tflite_int8 as q
+from judging.boundaries import JOINTS, boundaries, torch_boundaries
+from judging.divergence import match
 from models.network import ConvNeXtPose
 from runtimes import litert
 

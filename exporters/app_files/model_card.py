@@ -7,7 +7,8 @@ from pathlib import Path
 
 from common.files import write_atomic
 from common.tables import format_table
-from exporters.manifest import CODE_LICENSE, Manifest
+from exporters.app_files.metadata import CODE_LICENSE
+from judging.manifest import Manifest
 
 MODEL_CARD = "MODEL_CARD.md"
 

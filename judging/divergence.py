@@ -1,7 +1,7 @@
 """Where an artifact departs from PyTorch: its tensors at the architecture's boundaries, compared.
 
 Converters rename, fuse, transpose and split ops, so an artifact's tensors cannot be found by
-name. Each boundary (exporters/boundaries.py) is matched to the artifact tensor that (a) has the
+name. Each boundary (judging/boundaries.py) is matched to the artifact tensor that (a) has the
 boundary's shape, as is or NHWC, (b) comes after the tensor matched to the previous boundary, and
 (c) is closest to PyTorch's, i.e. the tensor a faithful conversion would compute there. The error
 at a boundary is then what that tensor carries, as a signal-to-noise ratio:
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from exporters.boundaries import Boundary
+from judging.boundaries import Boundary
 from runtimes.session import Tensors
 
 #: Reported SNRs are capped here: above it a difference is float rounding, and uncapped values of

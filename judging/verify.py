@@ -1,16 +1,16 @@
 """The parity suite: re-run every artifact of an export in its own runtime, on the verification set
-the export recorded, and judge it again with the same gates (exporters/gates.py). Numbers come
+the export recorded, and judge it again with the same gates (judging/gates.py). Numbers come
 from running the files, never from the manifest's word."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.calibration import judged_mask_for
-from exporters.gates import Budgets, Verdict, judge
-from exporters.inputs import InputSet, recorded_inputs
-from exporters.manifest import Artifact, Manifest
-from exporters.references import References
+from judging.gates import Budgets, Verdict, judge
+from judging.inputs import InputSet, recorded_inputs
+from judging.judged_rows import judged_mask_for
+from judging.manifest import Artifact, Manifest
+from judging.references import References
 from models.preprocessing import normalise
 from runtimes import open_session
 

@@ -5,7 +5,7 @@ around each quantised op, which ORT fuses into integer kernels on load, and whic
 per-channel symmetric int8 weights, per-tensor activations calibrated by min/max on the same
 calibration set as the integer TFLite files. Everything after the last convolution -- the
 soft-argmax tail (Reshape, Softmax, MatMul with the voxel coordinates) -- stays float, for the
-reason the TFLite recipes keep it float (exporters/to_tflite_int8.py).
+reason the TFLite recipes keep it float (exporters/converters/to_tflite_int8.py).
 
 Measured on S (2-core AVX-512 VNNI, 100 synthetic images): uint8 activations x int8 weights run in
 3.6 ms against 10.4 ms for int8 x int8 (ORT's x86 kernels are u8 x s8). Weights use 7 of their 8
@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from common.quiet import hushed
-from exporters.contract import INPUT_NAME
+from models.contract import INPUT_NAME
 
 
 def tail_nodes(model: onnx.ModelProto) -> list[str]:

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -34,17 +33,13 @@ from PIL import Image
 from common.errors import ExportError
 from common.images import content_digest, list_images, read_rgb
 from common.tables import few
-from exporters.inputs import DEFAULT_IMAGES_DIR, InputSet
+from judging.inputs import DEFAULT_IMAGES_DIR, InputSet
+from judging.judged_rows import disjoint_photos
 from models.checkpoint import LoadedCheckpoint
-
-if TYPE_CHECKING:
-    from exporters.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 64  # images; ranges of a ReLU network settle after a few dozen crops
-#: Precisions whose activation ranges come from the calibration set: judged only on inputs disjoint from it.
-CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw", "int8-w8a8-adaptive", "int8-qdq"})
 ImageSource = Path | str | Sequence[Path | str] | Callable[[int], np.ndarray]
 
 
@@ -185,32 +180,6 @@ class CalibrationChoice:
     def to_manifest(self) -> dict[str, object]:
         return {**self.calibration.to_manifest(), "int8_judged_on": self.judged_description,
                 "int8_judged_group": self.judged_group, "int8_judged_sources": list(self.judged_sources)}
-
-
-def disjoint_photos(inputs: InputSet, calibration_digests: set[str]) -> np.ndarray:
-    """Photo rows of ``inputs`` whose picture (by content, whatever its file name) did not calibrate."""
-    return np.array([d is not None and d not in calibration_digests for d in inputs.photo_row_digests()], dtype=bool)
-
-
-def int8_judged_mask(manifest: "Manifest", inputs: InputSet) -> np.ndarray:
-    """Rows of ``inputs`` an export's integer artifacts are judged on (its manifest says which)."""
-    record = manifest.calibration or {}
-    if not record.get("int8_judged_sources"):
-        raise ExportError("manifest has no int8 calibration record: re-export with tflite-int8")
-    if record.get("int8_judged_group"):
-        mask = inputs.group_masks().get(record["int8_judged_group"], np.zeros(len(inputs), dtype=bool))
-    else:
-        mask = disjoint_photos(inputs, set(record["file_content_sha256"]))
-    if not mask.any():
-        raise ExportError("none of the inputs the int8 artifacts were judged on is in this verification set "
-                          "(different --images?)")
-    return mask
-
-
-def judged_mask_for(manifest: "Manifest", inputs: InputSet, precision: str) -> np.ndarray:
-    """Rows of ``inputs`` an exported artifact of ``precision`` is judged on: calibrated integer
-    artifacts on the inputs disjoint from their calibration set, the others on ``judged_group``."""
-    return int8_judged_mask(manifest, inputs) if precision in CALIBRATED else inputs.judged_mask()
 
 
 def choose_calibration(loaded: LoadedCheckpoint, inputs: InputSet, calib_dir: Path | None = None,

@@ -1,7 +1,7 @@
 """PyTorch -> Core ML: ML Program (.mlpackage, fp16, iOS 15+), NeuralNetwork (.mlmodel, fp32, iOS 14+) and
 weight-compressed ML Programs (int8 weights or a 6-bit palette, fp16 activations, iOS 16+).
 
-Compression (``COMPRESSED_TARGETS``) is coremltools' post-training weight compression
+Compression (``exporters.formats.COMPRESSED_TARGETS``) is coremltools' post-training weight compression
 (coremltools.optimize.coreml) applied to the fp16 ML Program: only the weights of ``conv`` (and
 ``conv_transpose``, which ConvNeXtPose does not have) are compressed. Not ``linear`` / ``matmul``:
 the converter turns the soft-argmax's matmul with the constant (D*H*W, 3) voxel-coordinate table
@@ -16,57 +16,18 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.quiet import hushed
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, InputContract
+from exporters.formats import CoreMLTarget
+from models.contract import INPUT_NAME, OUTPUT_NAME, InputContract
 from models.network import ConvNeXtPose
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class CoreMLTarget:
-    format: str
-    suffix: str  # appended to the artifact stem: "XS" + suffix is the file name
-    precision: str
-    convert_to: str
-    min_target: str  # coremltools.target attribute name
-    # Post-training weight compression of the ML Program: None, "int8-linear-symmetric" or "palette6-kmeans".
-    compression: str | None = None
-    # Weights of at most this many elements stay fp16 (coremltools' weight_threshold; its default is 2048).
-    weight_threshold: int = 512
-
-    @property
-    def compute_precision(self) -> str:
-        """Precision of the activations and arithmetic: fp32 only for the fp32 targets."""
-        return "fp32" if self.precision == "fp32" else "fp16"
-
-    def file_name(self, stem: str) -> str:
-        return f"{stem}{self.suffix}"
-
-
-MLPACKAGE = CoreMLTarget("coreml-mlpackage", ".mlpackage", "fp16", "mlprogram", "iOS15")
-# iOS 14, not 13: align-corners bilinear upsampling needs NeuralNetwork spec version 5.
-MLMODEL = CoreMLTarget("coreml-mlmodel", ".mlmodel", "fp32", "neuralnetwork", "iOS14")
-# iOS 16: the constexpr_affine_dequantize / constexpr_lut_to_dense ops that hold compressed weights
-# exist from iOS 16 (ML Program opset CoreML6). iOS 18 would store them as
-# constexpr_blockwise_shift_scale / a differently shaped constexpr_lut_to_dense instead.
-MLPACKAGE_INT8 = CoreMLTarget("coreml-mlpackage", "_int8-weights.mlpackage", "int8-weights", "mlprogram", "iOS16",
-                              compression="int8-linear-symmetric")
-MLPACKAGE_PALETTE6 = CoreMLTarget("coreml-mlpackage", "_palette6.mlpackage", "palette6", "mlprogram", "iOS16",
-                                  compression="palette6-kmeans")
-# Measured on the trained-synthetic XS reference weights, 50 synthetic evaluation images, reference
-# evaluator, 2-D joint error vs PyTorch fp32 (max / p99 heatmap px): fp16 7.3 MB 0.031 / 0.011;
-# int8-weights 3.9 MB 0.19 / 0.073; palette6 3.0 MB 2.2 / 1.37 (one 64-entry LUT per tensor is too
-# coarse for this network: palette6 is not accurate enough to ship; a per-tensor 8-bit palette,
-# "palette8-kmeans", is 3.9 MB at 0.71 / 0.25, worse than int8-weights at the same size).
-COMPRESSED_TARGETS = (MLPACKAGE_INT8, MLPACKAGE_PALETTE6)
-TARGETS = (MLPACKAGE, MLMODEL, *COMPRESSED_TARGETS)
 
 # Ops whose const weights are compressed. Not linear / matmul: their const is the soft-argmax coordinate table.
 COMPRESSED_OP_TYPES = ("conv", "conv_transpose")
@@ -134,7 +95,7 @@ def _compression_config(target: CoreMLTarget):
                                            granularity="per_tensor", weight_threshold=target.weight_threshold)
         describe = {"method": "coremltools.optimize.coreml.palettize_weights", "mode": "custom",
                     "lut": f"{1 << nbits} entries ({nbits}-bit indices), 1-D k-means per tensor "
-                           "(exporters.to_coreml.kmeans_lut)", "granularity": "per_tensor"}
+                           "(exporters.converters.to_coreml.kmeans_lut)", "granularity": "per_tensor"}
         compress = cto.palettize_weights
     else:
         raise ValueError(f"unknown Core ML compression {target.compression!r}")

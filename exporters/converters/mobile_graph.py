@@ -24,6 +24,7 @@ import copy
 import torch
 from torch import nn
 
+from models.folding import fold_batchnorm
 from models.network import Block, ConvNeXtPose
 
 _K = 7  # the kernel this rewrite is for
@@ -53,17 +54,6 @@ class SplitDepthwise7x7(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.a(x) + self.b(x) + self.c(x)
-
-
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by eval-mode bn, as one conv (exporters fold this pair themselves, but not
-    once the conv is split into a sum, so it is folded before splitting)."""
-    fused = copy.deepcopy(conv)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    with torch.no_grad():
-        fused.weight.mul_(scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach())
-    return fused
 
 
 def for_xnnpack(model: ConvNeXtPose) -> tuple[ConvNeXtPose, list[str]]:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exporters.export_run import ExportRun
-from exporters.kinds import ExportFormat
-from exporters.manifest import Artifact, Rejection
+from exporters.build.export_run import ExportRun
+from exporters.formats import ExportFormat
+from judging.manifest import Artifact, Rejection
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
