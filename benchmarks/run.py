@@ -139,6 +139,8 @@ def run_bench(options: BenchOptions) -> dict:
         np.save(work / "inputs.npy", contract_inputs.astype(np.float32))
         jobs = [(r, b) for r in range(options.repeats) for b in backends]  # rounds interleave backends
         for repeat, backend in tqdm(jobs, desc="bench", unit="backend", disable=None):
+            if repeat and "latency" not in results[backend.name]:
+                continue  # nothing to time here (Core ML off macOS, a failed worker): its parity is done once
             job = WorkerJob(backend, str(out_dir), options.threads, str(work / "inputs.npy"),
                             str(work / f"{backend.name}.npy") if repeat == 0 else None,
                             str(work / f"{backend.name}.{repeat}.json"),

@@ -18,6 +18,7 @@ TINY = ModelSpec("tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channel
                  depth_bins=8, joints=18, input_size=64)
 
 
+@pytest.mark.slow
 def test_reference_weights_are_trained_once_then_cached(tmp_path, monkeypatch):
     first = reference_checkpoint(TINY, seed=0, short=True, cache_dir=tmp_path, progress=False)
     raw = torch.load(first, weights_only=True)

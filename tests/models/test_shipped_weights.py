@@ -14,15 +14,25 @@ from models.training.evaluate import evaluate_synthetic
 TARGET_MEAN_PX = 1.0
 
 
-@pytest.mark.parametrize("variant", ["XS", "S"])
-def test_shipped_weights_load_match_their_sha256_and_their_accuracy(variant, one_torch_thread):
+def _load_shipped(variant: str):
     record = shipped.records()[variant]
     path = shipped.shipped_weights(variant)
     assert path is not None and file_digest(path) == record["sha256"]
     loaded = load_checkpoint(path, variant)
     assert loaded.trained_synthetic and loaded.spec.params == record["params"]
     assert path.stat().st_size < 2.2 * loaded.spec.params  # fp16: two bytes a parameter, no optimizer state
-    report = evaluate_synthetic(loaded.build_model(), n=100, seed=1)  # fresh: another evaluation seed
+    return loaded
+
+
+@pytest.mark.parametrize("variant", ["XS", "S"])
+def test_shipped_weights_load_and_match_their_sha256(variant):
+    _load_shipped(variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["XS", "S"])
+def test_shipped_weights_still_localise_joints(variant, one_torch_thread):
+    report = evaluate_synthetic(_load_shipped(variant).build_model(), n=100, seed=1)  # fresh: another evaluation seed
     assert report.mean_px <= TARGET_MEAN_PX, report
 
 
