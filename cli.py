@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import quiet
+from common import environment, quiet, scratch
 from common.errors import ConvNeXtPoseError
 from models.spec import DEFAULT_JOINTS, REGISTRY
 
@@ -408,6 +408,7 @@ _CONVERTING = {"export", "verify", "bench", "diagnose", "profile", "kernels", "d
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    environment.apply()  # telemetry off, library settings out of HOME: before any library is imported
     verbose = bool({"-v", "--verbose"} & set(argv))
     quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
     if next((a for a in argv if not a.startswith("-")), None) == "export":
@@ -426,11 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     for package in OUR_LOGGERS:
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
-        if args.command == "export":  # coremltools (2.5 s) is imported by the Core ML stage, beside the others
-            quiet.import_quietly("tensorflow")
-        elif args.command in _CONVERTING:
-            quiet.import_quietly()
-        return args.func(args)
+        # every temporary file of the run, the converters' own included, in one folder removed at the end
+        with scratch.run_folder():
+            if args.command == "export":  # coremltools (2.5 s) is imported by the Core ML stage, beside the others
+                quiet.import_quietly("tensorflow")
+            elif args.command in _CONVERTING:
+                quiet.import_quietly()
+            return args.func(args)
     except ConvNeXtPoseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

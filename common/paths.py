@@ -10,3 +10,6 @@ SAMPLE_PHOTOS_DIR = REPO_ROOT / "data" / "people"
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 #: Reference weights built on demand and reused (M, L; XS and S also ship in WEIGHTS_DIR).
 CHECKPOINT_CACHE_DIR = ARTIFACTS_DIR / "checkpoints"
+#: The project's own cache: what libraries would otherwise write into HOME (matplotlib's font cache,
+#: Keras' settings file), kept beside the project instead (README "Where the tool writes").
+CACHE_DIR = ARTIFACTS_DIR / "cache"

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from common import environment
 from models.spec import ModelSpec, spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
+
+# as the CLI does, before any test imports ONNX Runtime, matplotlib or Keras: no telemetry, nothing in HOME
+environment.apply()
 
 REPO = Path(__file__).resolve().parents[1]
 #: The variant table the registry is checked against (its source is stated in the file).
