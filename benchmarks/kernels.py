@@ -95,7 +95,8 @@ def tflite_fp32(shape: ConvShape, w: np.ndarray) -> bytes:
     def conv(x):
         if not shape.depthwise:
             return tf.nn.conv2d(x, w, 1, "VALID")
-        # exporters/converters/mobile_graph.SplitDepthwise7x7: rows -3,-1,1,3 x |dx|<=2; rows -2,0,2; rows -3,-1,1,3 x dx=+-3
+        # exporters/converters/mobile_graph.SplitDepthwise7x7:
+        # rows -3,-1,1,3 x |dx|<=2; rows -2,0,2; rows -3,-1,1,3 x dx=+-3
         odd, even, one = w[0::2], w[1::2], [1, 1, 1, 1]
         a = tf.nn.depthwise_conv2d(x, odd[:, 1:6], one, "SAME", dilations=[2, 1])
         b = tf.nn.depthwise_conv2d(x, even, one, "SAME", dilations=[2, 1])
