@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install lint test test-fast export bench diagnose kernels robustness clean
+.PHONY: install lint test test-fast test-campaign export bench diagnose kernels robustness clean
 
 # pip's own chatter goes to $(VENV)/install.log; on a failure its tail is printed.
 $(STAMP): pyproject.toml
@@ -25,10 +25,14 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not campaign"
+
+# The campaign slices (minutes each): CI runs them after `make test`.
+test-campaign: install
+	$(BIN)/pytest -q -m campaign
 
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e and not slow"
+	$(BIN)/pytest -q -m "not e2e and not slow and not campaign"
 
 export: install
 	$(BIN)/convnextpose export --variant $(VARIANT) --out $(OUT) $(if $(CKPT),--checkpoint $(CKPT))

@@ -58,6 +58,7 @@ def _contents(folder: Path) -> list[str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.campaign
 def test_export_verify_and_bench_leave_home_and_tmpdir_empty(empty, tmp_path):
     home, tmp, env = empty
     out = tmp_path / "out"
@@ -87,6 +88,7 @@ def _start_and_wait_for_a_converter_temp_file(env: dict, out: Path, tmp: Path) -
 
 
 @pytest.mark.e2e
+@pytest.mark.campaign
 def test_a_rejected_an_interrupted_and_a_killed_export_leave_nothing_behind(empty, tmp_path):
     home, tmp, env = empty
     # a rejected artifact: a budget no fp16 file can meet (exit 3, the fp32 files published)

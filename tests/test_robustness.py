@@ -11,7 +11,7 @@ import pytest
 from robustness import campaign
 from robustness.corpus import image_cases
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.campaign]
 FORMATS = "onnx,coreml"  # quick exports; `make robustness` kills exports of onnx, tflite and Core ML
 
 

@@ -79,13 +79,13 @@ def test_a_drifted_backend_is_refused_then_marked_failed(bench, xs_int8_export, 
     swapped = broken / "convnextpose-XS_fp16.tflite"
     swapped.write_bytes((xs_int8_export[0] / "convnextpose-XS_fp32.tflite").read_bytes())
     with pytest.raises(ManifestError, match="convnextpose-XS_fp16.tflite: changed since it was verified"):
-        run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
+        run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",), repeats=1))
     manifest = json.loads((broken / "manifest.json").read_text())
     for art in manifest["artifacts"]:
         if art["file"] == swapped.name:
             art["bytes"], art["sha256"] = path_digest(swapped)
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    result = run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",)))
+    result = run_bench(BenchOptions(out_dir=broken, settings=QUICK, only=("tflite-fp16",), repeats=1))
     row = result["backends"][0]
     assert row["status"] == "failed" and row["verdict"]["reason"] == "conversion error", row["verdict"]
     assert "❌" in (broken / BENCH_MD).read_text()

@@ -309,6 +309,7 @@ def test_custom_64_cubed_legacy_head_export_with_dynamic_batch(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.campaign
 def test_a_users_export_prints_only_the_pipelines_own_lines(tmp_path):
     """`convnextpose export` as a user runs it (own process, default checkpoint, every format): before the
     summary table every line is one of ours (a timestamped log line) -- no TensorFlow/absl/oneDNN start-up,

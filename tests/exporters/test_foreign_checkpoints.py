@@ -86,6 +86,7 @@ def _assert_honest(code: int, manifest: dict, requested: set) -> None:
     assert code == (3 if rejected else 0)
 
 
+@pytest.mark.campaign
 def test_untrained_released_layout_s_without_a_marker(tmp_path, capsys):
     ckpt = _released_layout(_untrained("S", seed=21), tmp_path / "snapshot_0.pth.tar")
     code, manifest = _export(capsys, ckpt, tmp_path / "S", "--variant", "S")
@@ -96,6 +97,7 @@ def test_untrained_released_layout_s_without_a_marker(tmp_path, capsys):
     assert manifest["checkpoint"]["synthetic"] is False and manifest["verification"]["judged_on"] == "photos"
 
 
+@pytest.mark.campaign
 def test_untrained_legacy_key_m_float_formats(tmp_path, capsys):
     ckpt = _released_layout(_untrained("M", seed=22), tmp_path / "snapshot_M.pth.tar", legacy_head_keys=True)
     code, manifest = _export(capsys, ckpt, tmp_path / "M", "--variant", "M", "--formats", FLOAT_FORMATS)
@@ -130,6 +132,7 @@ def _train_elsewhere(steps: int = 100, seed: int = 11) -> ConvNeXtPose:
     return model.eval()
 
 
+@pytest.mark.campaign
 def test_a_checkpoint_trained_elsewhere_publishes_every_float_artifact(tmp_path, capsys):
     model = _train_elsewhere()
     with torch.no_grad():
