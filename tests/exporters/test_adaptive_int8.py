@@ -55,6 +55,7 @@ def test_the_outlier_changes_nothing_in_float(outlier_checkpoint):
     assert float((before - after).abs().max()) < 1e-3  # heatmap px
 
 
+@pytest.mark.campaign
 def test_adaptive_int8_keeps_the_outlier_block_float_and_fits(outlier_checkpoint, tmp_path, capsys):
     _, outlier = outlier_checkpoint
     out = tmp_path / "XS"
@@ -87,6 +88,7 @@ def test_adaptive_int8_keeps_the_outlier_block_float_and_fits(outlier_checkpoint
     assert f"layers kept float ({', '.join(record['float_layers'])})" in bench_md
 
 
+@pytest.mark.campaign
 def test_adaptive_int8_stops_at_its_limit_and_says_why(outlier_checkpoint, tmp_path, capsys):
     """A budget no recipe within the limits can meet: the adaptive file is rejected, with its attempts."""
     _, outlier = outlier_checkpoint
