@@ -19,7 +19,7 @@ def disjoint_photos(inputs: InputSet, calibration_digests: set[str]) -> np.ndarr
     return np.array([d is not None and d not in calibration_digests for d in inputs.photo_row_digests()], dtype=bool)
 
 
-def int8_judged_mask(manifest: "Manifest", inputs: InputSet) -> np.ndarray:
+def int8_judged_mask(manifest: Manifest, inputs: InputSet) -> np.ndarray:
     """Rows of ``inputs`` an export's integer artifacts are judged on (its manifest says which)."""
     record = manifest.calibration or {}
     if not record.get("int8_judged_sources"):
@@ -34,7 +34,7 @@ def int8_judged_mask(manifest: "Manifest", inputs: InputSet) -> np.ndarray:
     return mask
 
 
-def judged_mask_for(manifest: "Manifest", inputs: InputSet, precision: str) -> np.ndarray:
+def judged_mask_for(manifest: Manifest, inputs: InputSet, precision: str) -> np.ndarray:
     """Rows of ``inputs`` an exported artifact of ``precision`` is judged on: calibrated integer
     artifacts on the inputs disjoint from their calibration set, the others on ``judged_group``."""
     return int8_judged_mask(manifest, inputs) if precision in CALIBRATED else inputs.judged_mask()
