@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install lint test test-fast test-campaign export bench diagnose kernels robustness clean
+.PHONY: install lint test test-fast test-campaign arm64 test-arm64 export bench diagnose kernels robustness clean
 
 # pip's own chatter goes to $(VENV)/install.log; on a failure its tail is printed.
 $(STAMP): pyproject.toml
@@ -25,14 +25,23 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install
-	$(BIN)/pytest -q -m "not campaign"
+	$(BIN)/pytest -q -m "not campaign and not arm64"
 
 # The campaign slices (minutes each): CI runs them after `make test`.
 test-campaign: install
 	$(BIN)/pytest -q -m campaign
 
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e and not slow and not campaign"
+	$(BIN)/pytest -q -m "not e2e and not slow and not campaign and not arm64"
+
+# The emulated phone cores (qemu user mode, an aarch64 Python, the runtimes' arm64 wheels) in
+# artifacts/cache/arm64: once ~20 s, then seconds. Installs Debian's qemu-user (apt-get, as root).
+arm64: install
+	$(BIN)/python -m runtimes.arm64.setup
+
+# Every .tflite/.onnx of an XS export judged and counted on the emulated cores (minutes); CI runs it.
+test-arm64: arm64
+	$(BIN)/pytest -q -m arm64
 
 export: install
 	$(BIN)/convnextpose export --variant $(VARIANT) --out $(OUT) $(if $(CKPT),--checkpoint $(CKPT))

@@ -133,6 +133,8 @@ def _export(args: argparse.Namespace) -> int:
         max_error_px=args.max_error_px,
         strict=args.strict,
         coreml_input=args.coreml_input,
+        verify_arch=args.verify_arch,
+        verify_arch_timeout_s=args.verify_arch_timeout,
     )
     if args.untrained and args.checkpoint:
         raise ConvNeXtPoseError("--untrained picks the built-in checkpoint: do not combine it with --checkpoint")
@@ -142,6 +144,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.arch == "arm64":
+        return _verify_arm64(args)
     import torch
 
     from common.tables import format_table
@@ -165,6 +169,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_arm64(args: argparse.Namespace) -> int:
+    import torch
+
+    from common.tables import format_table
+    from exporters.app_files import model_card
+    from judging.verify import check_on_arm64
+
+    torch.set_num_threads(args.threads)
+    manifest, checks = check_on_arm64(args.out, args.images, timeout_s=args.timeout)
+    model_card.write(args.out, manifest)  # the card states where each file was verified
+    rows = [(file, c.cpu, c.status + (f" ({c.reason.split(':')[0]})" if c.reason else ""), c.headline or "-",
+             "-" if c.cross_isa_input_px is None else f"{c.cross_isa_input_px:.3g}",
+             "-" if c.seconds is None else f"{c.seconds:.0f}")
+            for file, per_cpu in checks.items() for c in per_cpu]
+    print(format_table(("file", "emulated CPU", "verdict", "gated figure (input px)", "from this machine's joints, "
+                        "input px", "s"), rows))
+    failed = [f"{file} on {c.cpu}: {c.reason}" for file, per_cpu in checks.items() for c in per_cpu if not c.passed]
+    if failed:
+        raise ConvNeXtPoseError(f"{len(failed)} arm64 check(s) of {args.out} failed:\n  " + "\n  ".join(failed))
+    cpus = sorted({c.cpu for per_cpu in checks.values() for c in per_cpu})
+    print(f"{args.out}: every .tflite and .onnx passes its checks on {', '.join(cpus)} (emulated); manifest and "
+          "golden CPU tolerances updated")
+    return 0
+
+
 def _check_golden(args: argparse.Namespace) -> int:
     from judging import golden
 
@@ -178,7 +207,7 @@ def _check_golden(args: argparse.Namespace) -> int:
                                 "or {\"results\": [...]} (README 'Golden vectors')")
     failed = []
     for run in runs:
-        name, checks = golden.check(args.out, run, args.budget)
+        name, checks = golden.check(args.out, run, args.budget, args.tolerance)
         print(golden.report(name, checks))
         failed += [name] if not all(c.passed for c in checks) else []
     if failed:
@@ -196,11 +225,26 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ConvNeXtPoseError("bench needs the export folder OUT (or --compare OLD.json NEW.json)")
+    if args.arch == "arm64":
+        return _bench_arm64(args)
     settings = LatencySettings(warmup_runs=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds)
     run_bench(BenchOptions(out_dir=args.out, threads=args.threads, images_dir=args.images, repeats=args.repeats,
                            settings=settings, only=tuple(args.only.split(",")) if args.only else (),
                            synthetic_n=args.synthetic_n))
     print((args.out / BENCH_MD).read_text())
+    return 0
+
+
+def _bench_arm64(args: argparse.Namespace) -> int:
+    from benchmarks import arm64
+
+    rows = arm64.count_instructions(args.out, only=tuple(args.only.split(",")) if args.only else (),
+                                    timeout_s=args.timeout)
+    written = arm64.write_reports(args.out, arm64.report(args.out, rows))
+    print(written[1].read_text())
+    failed = [f"{r.file} on {r.cpu}: {r.reason}" for r in rows if r.status != "counted"]
+    if failed:
+        raise ConvNeXtPoseError(f"{len(failed)} file(s) could not be counted:\n  " + "\n  ".join(failed))
     return 0
 
 
@@ -241,6 +285,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     print(run_demo(args.image, args.out, args.output, args.threads, args.synthetic))
     return 0
+
+
+def _arm64_timeout() -> float:
+    from runtimes.arm64.runner import DEFAULT_TIMEOUT_S
+
+    return DEFAULT_TIMEOUT_S
 
 
 def _budget_defaults() -> str:
@@ -334,20 +384,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "CVPixelBuffer goes straight in) or the float tensor (default with --normalized-input)")
     p.add_argument("--strict", action="store_true",
                    help="all or nothing: any rejected artifact fails the export (exit 2) and OUT is left as it was")
+    p.add_argument("--verify-arch", choices=("arm64",),
+                   help="also judge every .tflite/.onnx on the emulated arm64 phone cores (minutes; needs `make "
+                        "arm64`): a file failing there is rejected; golden CPU tolerances from the measured "
+                        "cross-CPU difference")
+    p.add_argument("--verify-arch-timeout", type=float, default=_arm64_timeout(), metavar="S",
+                   help="seconds one file may take on one emulated core before it is rejected (default %(default)g)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("verify", help="re-hash every artifact of an export and re-run its checks on this machine")
     p.add_argument("out", type=Path, help="export folder holding manifest.json")
     p.add_argument("--images", type=Path, help="where the export's verification photos are now, if they moved")
     p.add_argument("--threads", type=int, default=2, help="threads of every runtime and of PyTorch (default 2)")
+    p.add_argument("--arch", choices=("host", "arm64"), default="host",
+                   help="host: this machine (default); arm64: every .tflite/.onnx on the emulated phone cores "
+                        "(Cortex-A76, Cortex-A53; one thread, golden inputs; needs `make arm64`), recorded in the "
+                        "manifest and golden.json")
+    p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
+                   help="arm64: seconds one file may take on one emulated core before it is failed "
+                        "(default %(default)g)")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("check-golden", help="judge joints produced elsewhere (a phone) against an export's golden "
                                            "vectors")
     p.add_argument("out", type=Path, help="export folder holding golden/golden.json")
     p.add_argument("results", type=Path, help='JSON: {"artifact": FILE, "joints": {"input_000": [[x, y, z], ...]}}')
+    p.add_argument("--tolerance", choices=("cpu", "delegate"), default="cpu",
+                   help="cpu (default): the file ran on a phone's CPU in its runtime (tolerance measured across CPUs "
+                        "where the export was verified on arm64); delegate: it ran on a GPU/NPU delegate (fp16 or "
+                        "the delegate's integer kernels: the precision budget)")
     p.add_argument("--budget", choices=("fp16", "int8"),
-                   help="hold the results to this precision's budget (e.g. fp16: an fp32 file on a GPU delegate)")
+                   help="hold the results to this precision's budget instead")
     p.set_defaults(func=_check_golden)
 
     p = sub.add_parser("bench", help="latency and parity of every exported backend against PyTorch")
@@ -364,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-n", type=int, default=100,
                    help="synthetic-task images for parity of weights trained on that task (default 100)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
+    p.add_argument("--arch", choices=("host", "arm64"), default="host",
+                   help="host: latency and parity on this machine (default); arm64: guest instructions per inference "
+                        "of every .tflite/.onnx on the emulated phone cores (needs `make arm64`; minutes)")
+    p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
+                   help="arm64: seconds one file may take on one emulated core (default %(default)g)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("diagnose", help="where each artifact departs from PyTorch: error at every boundary of the "
@@ -401,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OUR_LOGGERS = ("convnextpose", "common", "models", "runtimes", "exporters", "benchmarks")
+OUR_LOGGERS = ("convnextpose", "common", "models", "runtimes", "judging", "exporters", "benchmarks")
 #: Commands that load a converter or a runtime that prints while it loads (TensorFlow, coremltools).
 _CONVERTING = {"export", "verify", "bench", "diagnose", "profile", "kernels", "demo"}
 

@@ -22,6 +22,7 @@ from benchmarks.significance import PEER, p99_difference
 from benchmarks.worker import WorkerJob
 from common.errors import ConvNeXtPoseError
 from common.files import write_json_atomic
+from common.machine import cpu_name
 from exporters.app_files import model_card
 from judging.gates import judge
 from judging.inputs import recorded_inputs
@@ -52,15 +53,7 @@ class BenchOptions:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "threads": threads, "os": platform.platform()}
+    return {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "threads": threads, "os": platform.platform()}
 
 
 def _run_worker(job: WorkerJob, work: Path) -> dict:

@@ -153,10 +153,15 @@ def beyond_emulation(cost: ParityStats, sensitivity: ParityStats | None) -> bool
     return sensitivity is not None and cost.p99_input_px > EMULATION_FACTOR * sensitivity.p99_input_px + FLOOR_INPUT_PX
 
 
+def fp32_tolerance_px(noise_px: float, spec) -> float:
+    """The fp32 gate's tolerance, heatmap px: NOISE_FACTOR x the noise floor, at least FLOOR_INPUT_PX."""
+    return max(NOISE_FACTOR * noise_px, FLOOR_INPUT_PX / (spec.input_size / spec.heatmap_size))
+
+
 def conversion_check(candidate: np.ndarray, refs: References) -> ConversionCheck:
     spec = refs.spec
     to_input = spec.input_size / spec.heatmap_size
-    tolerance = max(NOISE_FACTOR * refs.noise_px, FLOOR_INPUT_PX / to_input)
+    tolerance = fp32_tolerance_px(refs.noise_px, spec)
     deviation = float(np.abs(candidate.astype(np.float64) - refs.exact).max())
     return ConversionCheck(deviation, refs.noise_px, tolerance, deviation * to_input, tolerance * to_input)
 

@@ -38,6 +38,14 @@ class Artifact:
     runtime: str  # runtimes key that verified it and that the bench times it with
     verdict: dict[str, Any]  # gates.Verdict.to_dict() (+ "evaluated_by")
     details: dict[str, Any] = field(default_factory=dict)
+    #: where it was judged: this machine's CPU, then each emulated arm64 model (judging/cross_isa.py)
+    verified_on: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def cross_isa_input_px(self) -> dict[str, float]:
+        """Emulated CPU model -> the largest 2-D joint distance from this machine's joints, input px."""
+        return {r["cpu"]: r["cross_isa_input_px"] for r in self.verified_on
+                if r.get("emulated") and r.get("cross_isa_input_px") is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,12 +59,13 @@ class Artifact:
             "runtime": self.runtime,
             "verdict": self.verdict,
             **({"details": self.details} if self.details else {}),
+            **({"verified_on": list(self.verified_on)} if self.verified_on else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Artifact":
         return cls(d["file"], d["format"], d["precision"], d["layout"], tuple(d["input_shape"]), d["bytes"],
-                   d["sha256"], d["runtime"], d["verdict"], d.get("details", {}))
+                   d["sha256"], d["runtime"], d["verdict"], d.get("details", {}), tuple(d.get("verified_on", ())))
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,15 @@ class References:
         """Max |fp32 evaluation - exact| over every evaluation, input, joint and coordinate (heatmap px)."""
         return max(float(np.nanmax(np.abs(e.astype(np.float64) - self.exact))) for e in self.fp32_evaluations.values())
 
+    def subset(self, rows: np.ndarray) -> "References":
+        """These references on ``rows`` only, keeping the whole set's noise floor: a file judged again on a
+        few of its inputs (another CPU) is held to the tolerance it was published with."""
+        sub = References(self.model, self.rgb01[rows])
+        sub.__dict__.update(_logits=self._logits[rows], fp32=self.fp32[rows], exact=self.exact[rows],
+                            noise_px=self.noise_px)  # cached_property values
+        sub._emulated = {k: v[rows] for k, v in self._emulated.items()}
+        return sub
+
     def emulated(self, arithmetic: str) -> np.ndarray:
         """Joints of the PyTorch emulation of ``arithmetic`` (see EMULATIONS)."""
         if arithmetic not in self._emulated:

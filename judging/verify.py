@@ -4,8 +4,15 @@ from running the files, never from the manifest's word."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from common.errors import ManifestError
+from judging import golden
+from judging.cross_isa import CpuCheck, verify_on_arm64
 from judging.gates import Budgets, Verdict, judge
 from judging.inputs import InputSet, recorded_inputs
 from judging.judged_rows import judged_mask_for
@@ -45,3 +52,60 @@ def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int 
         by = {} if session.timed else {"evaluated_by": session.runtime}
         checks.append({"file": art.file, "runtime": session.runtime, **verdict.to_dict(), **by})
     return checks
+
+
+def with_arm64_checks(art: Artifact, checks: list[CpuCheck] | None) -> Artifact:
+    """``art`` with its emulated-CPU records replaced by ``checks`` (this machine's record kept)."""
+    if not checks:
+        return art
+    kept = [r for r in art.verified_on if not r.get("emulated")]
+    return replace(art, verified_on=(*kept, *(c.record() for c in checks)))
+
+
+def golden_rows(out_dir: Path, inputs: InputSet) -> tuple[list[int], np.ndarray, dict[str, np.ndarray]]:
+    """Where the golden inputs sit in the verification set, the tensors apps feed (NCHW, as written), and
+    each artifact's golden joints (this machine's)."""
+    path = Path(out_dir) / golden.GOLDEN_DIR / golden.GOLDEN_JSON
+    if not path.is_file():
+        raise ManifestError(f"{path} not found: the arm64 verification runs on the golden inputs; re-export")
+    record = json.loads(path.read_text())
+    rows, tensors = [], []
+    for entry in record["inputs"]:
+        if entry["source"] not in inputs.sources:
+            raise ManifestError(f"golden input {entry['id']} ({entry['source']}) is not in the verification set "
+                                "(different --images?)")
+        rows.append(inputs.sources.index(entry["source"]))
+        shape = entry["nchw"]["shape"]
+        tensors.append(np.fromfile(path.parent / entry["nchw"]["file"], dtype="<f4").reshape(shape[1:]))
+    ids = [entry["id"] for entry in record["inputs"]]
+    here = {file: np.asarray([a["joints"][i] for i in ids], dtype=np.float64)
+            for file, a in record["artifacts"].items()}
+    return rows, np.stack(tensors).astype(np.float32), here
+
+
+def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options) -> tuple[Manifest, dict]:
+    """Judge every .tflite and .onnx of the export in ``out_dir`` on each emulated arm64 CPU model, on the
+    golden inputs, with the gates of its export; record the verdicts in the manifest (``verified_on``) and
+    the measured cross-ISA differences as golden.json's CPU tolerances. Returns the updated manifest and
+    the checks (file -> one CpuCheck per CPU model)."""
+    from runtimes.arm64.target import ensure_ready
+
+    ensure_ready()  # before minutes of work: one line naming `make arm64` if it is not there
+    out_dir = Path(out_dir)
+    manifest = Manifest.read(out_dir)
+    manifest.refuse_tampered(out_dir)
+    loaded = manifest.load_checkpoint()
+    inputs = recorded_inputs(loaded, manifest.verification, images_dir)
+    rows, fed, here = golden_rows(out_dir, inputs)
+    refs = References.of(loaded, inputs.images).subset(np.asarray(rows))
+
+    def judged(art: Artifact) -> np.ndarray:
+        mask = judged_mask_for(manifest, inputs, art.precision)[rows]
+        return mask if mask.any() else np.ones(len(rows), dtype=bool)  # no judged golden row: judge on all of them
+
+    checks = verify_on_arm64(out_dir, manifest.artifacts, fed, refs, judged, here, budgets_of(manifest),
+                             **run_options)
+    updated = manifest.with_artifacts([with_arm64_checks(a, checks.get(a.file)) for a in manifest.artifacts])
+    updated.write(out_dir)
+    golden.update_tolerances(out_dir, updated)
+    return updated, checks

@@ -35,9 +35,15 @@ INTERMEDIATES = {"onnxruntime": onnxrt.intermediate_tensors, "litert": litert.in
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "coreml": "coremltools"}
 
 
-def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW") -> Session:
+def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW", cpu: str | None = None) -> Session:
+    """``cpu``: an emulated arm64 CPU model (runtimes/arm64/target.py, e.g. "cortex-a76") instead of this
+    machine's; it runs one thread, as the instruction counts and phone figures assume."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if cpu is not None:
+        from runtimes.arm64 import runner, target
+
+        return runner.open_session(runtime, Path(path), layout, target.cpu_model(cpu))
     return RUNTIMES[runtime](Path(path), threads, layout)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from judging.golden import FORMAT_VERSION, GOLDEN_JSON, artifact_tolerance
-from judging.manifest import Artifact
+from judging.golden import FORMAT_VERSION, GOLDEN_JSON, tolerance_fields
+from judging.manifest import Artifact, Manifest
 
 NUM_GOLDEN = 4
 
@@ -31,7 +31,7 @@ def pick_rows(judged: np.ndarray, photos: np.ndarray, n: int = NUM_GOLDEN) -> li
 
 
 def write(folder: Path, rgb01: np.ndarray, prepared: np.ndarray, sources: list[str], outputs: dict[str, np.ndarray],
-          artifacts: list[Artifact], reference: np.ndarray, joint_names: list[str], units: dict) -> dict:
+          artifacts: list[Artifact], reference: np.ndarray, manifest: Manifest) -> dict:
     """Write golden/ into ``folder`` for the rows given (already selected); returns golden.json's content."""
     folder.mkdir(parents=True, exist_ok=True)
     inputs = []
@@ -52,8 +52,12 @@ def write(folder: Path, rgb01: np.ndarray, prepared: np.ndarray, sources: list[s
                  "little-endian float32 tensors of the given shape), read 'joints' (J x 3), and compare each joint's "
                  "(x, y) with this file's: the 2-D distance in input px (x, y times input_size / heatmap size) must "
                  "be <= tolerance_input_px. Depth is reported, not judged.",
-        "joint_names": joint_names,
-        "units": units,
+        "tolerances": "tolerance_input_px: the file on a phone's CPU, in the runtime it was verified with; "
+                      "delegate_tolerance_input_px: on a GPU/NPU delegate (fp16 or the delegate's own integer "
+                      "kernels). Each with its basis; cross_isa_input_px: measured distance of the emulated arm64 "
+                      "cores' joints from these.",
+        "joint_names": manifest.joints["names"],
+        "units": manifest.output,
         "inputs": inputs,
         "reference_pytorch_fp32": {inp["id"]: np.round(ref, 6).tolist() for inp, ref in zip(inputs, reference)},
         "artifacts": {},
@@ -62,7 +66,7 @@ def write(folder: Path, rgb01: np.ndarray, prepared: np.ndarray, sources: list[s
         feed = "png" if art.layout == "image" else art.layout.lower()
         record["artifacts"][art.file] = {
             "format": art.format, "precision": art.precision, "sha256": art.sha256, "input": feed,
-            "tolerance_input_px": artifact_tolerance(art),
+            **tolerance_fields(art, manifest),
             "joints": {inp["id"]: np.round(j, 6).tolist() for inp, j in zip(inputs, outputs[art.file])},
         }
     (folder / GOLDEN_JSON).write_text(json.dumps(record, indent=1) + "\n")

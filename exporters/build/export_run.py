@@ -17,6 +17,7 @@ import numpy as np
 from common.files import path_digest
 from exporters.converters.calibration import CalibrationChoice
 from exporters.formats import ArtifactKind
+from judging.cross_isa import host_record
 from judging.gates import Budgets, judge
 from judging.inputs import InputSet
 from judging.manifest import Artifact, Rejection
@@ -50,6 +51,8 @@ class ExportOptions:
     max_error_px: float | None = None  # cost budget of every reduced precision, input px (None: gates defaults)
     coreml_input: str | None = None  # "image" | "tensor"; None: image when the normalisation is folded
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
+    verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx on the emulated arm64 cores
+    verify_arch_timeout_s: float = 900.0  # seconds one file may take on one emulated core
 
 
     @property
@@ -104,7 +107,7 @@ class ExportRun:
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
         artifact = Artifact(path.name, kind.format, kind.precision, layout, shape, size, sha, kind.runtime,
-                            record, details or {})
+                            record, details or {}, (host_record(session.runtime, len(joints)),))
         self.artifacts.append(artifact)
         self.outputs[artifact.file] = joints
         log.info("%s: published (%s)", path.name, verdict.headline())

@@ -32,11 +32,14 @@ from exporters.build.stages import NOT_BUILT
 from exporters.converters import to_onnx
 from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, get_format, resolve_formats
+from judging.cross_isa import verify_on_arm64
 from judging.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
 from judging.golden import GOLDEN_DIR
 from judging.inputs import inputs_for
+from judging.judged_rows import judged_mask_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
 from judging.references import References
+from judging.verify import with_arm64_checks
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.contract import InputContract
 from models.folding import fold_normalization
@@ -48,6 +51,7 @@ from models.training.shipped import shipped_weights
 log = logging.getLogger(__name__)
 
 CONVERSION_FAILED = "conversion failed"
+FAILS_ON_ARM64 = "fails on arm64"
 #: ONNX opsets this export is known to produce and check: Softmax over the last axis needs 13+;
 #: the TorchScript exporter of torch 2.13 goes up to 20.
 MIN_OPSET, MAX_OPSET = 13, 20
@@ -81,14 +85,47 @@ def default_checkpoint(variant: str, joints: int, seed: int, untrained: bool = F
     return path
 
 
+def _golden_rows(run: ExportRun) -> list[int]:
+    inputs = run.inputs
+    return golden.pick_rows(inputs.judged_mask(), inputs.group_masks().get("photos", np.zeros(len(inputs), bool)))
+
+
+def _verify_arm64(run: ExportRun, manifest: Manifest) -> None:
+    """``--verify-arch arm64``: every published .tflite/.onnx judged again on the emulated phone cores, on the
+    golden inputs (judging/cross_isa.py); a file failing on any core is rejected, the others carry the records."""
+    rows = _golden_rows(run)
+    inputs = run.inputs
+    refs = run.references.subset(np.asarray(rows))
+
+    def judged(art: Artifact) -> np.ndarray:
+        mask = judged_mask_for(manifest, inputs, art.precision)[rows]
+        return mask if mask.any() else np.ones(len(rows), dtype=bool)
+
+    checks = verify_on_arm64(run.staging, run.artifacts, run.artifact_inputs[rows], refs, judged,
+                             {f: j[rows] for f, j in run.outputs.items()}, run.budgets,
+                             timeout_s=run.options.verify_arch_timeout_s)
+    kept = []
+    for art in run.artifacts:
+        art = with_arm64_checks(art, checks.get(art.file))
+        failures = [c for c in checks.get(art.file, []) if not c.passed]
+        if not failures:
+            kept.append(art)
+            continue
+        detail = "; ".join(f"on {c.cpu}: {c.reason}" for c in failures)
+        run.rejected.append(Rejection(art.file, art.format, art.precision, FAILS_ON_ARM64, detail, art.verdict,
+                                      {"verified_on": list(art.verified_on)}))
+        run.outputs.pop(art.file, None)
+        log.warning("%s: rejected -- %s: %s", art.file, FAILS_ON_ARM64, detail)
+    run.artifacts[:] = kept
+
+
 def _app_files(run: ExportRun, manifest: Manifest) -> None:
     """Golden vectors and the model card, written into staging beside the artifacts."""
     inputs = run.inputs
-    groups = inputs.group_masks()
-    rows = golden.pick_rows(inputs.judged_mask(), groups.get("photos", np.zeros(len(inputs), bool)))
+    rows = _golden_rows(run)
     golden.write(run.staging / GOLDEN_DIR, inputs.images[rows], run.artifact_inputs[rows],
                  [inputs.sources[i] for i in rows], {f: j[rows] for f, j in run.outputs.items()}, run.artifacts,
-                 run.references.fp32[rows], manifest.joints["names"], manifest.output)
+                 run.references.fp32[rows], manifest)
     model_card.write(run.staging, manifest)
 
 
@@ -142,6 +179,10 @@ def _validate(options: ExportOptions) -> list[ExportFormat]:
             read_rgb(path, "calibration image", ExportError)
     if options.images_dir is not None:
         list_images(options.images_dir, "images", ExportError)
+    if options.verify_arch == "arm64":
+        from runtimes.arm64.target import ensure_ready
+
+        ensure_ready()  # one line naming `make arm64`, before any work
     check_out(Path(options.out_dir))
     return formats
 
@@ -200,12 +241,20 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
                 log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
             done.add(fmt.name)
             _start_ready(run, formats, done, beside, forking)
+        def record() -> Manifest:
+            return Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
+                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
+                                  extras=(GOLDEN_DIR, model_card.MODEL_CARD))
+
+        if options.verify_arch == "arm64" and run.artifacts:
+            t0 = time.perf_counter()
+            _verify_arm64(run, record())
+            timings["verify-arm64"] = time.perf_counter() - t0
+            log.info("stage verify-arm64 done in %.1f s", timings["verify-arm64"])
         timings["total"] = time.perf_counter() - start
         if not run.artifacts or (options.strict and run.rejected):
             raise ExportError(_nothing_published(run, options.strict))
-        manifest = Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
-                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
-                                  extras=(GOLDEN_DIR, model_card.MODEL_CARD))
+        manifest = record()
         _app_files(run, manifest)
         _finish_staging(run, manifest)
         publish(staging, out_dir, listed_files(out_dir))

@@ -1,0 +1,196 @@
+"""Run artifacts on emulated arm64 CPUs: the worker (runtimes/arm64/worker.py) in qemu user mode,
+inputs and outputs crossing by .npy files, instruction counts from the counting plugin's log.
+
+One emulator process per (artifact, CPU model): a file that crashes or hangs its emulator costs
+that job only (:class:`EmulationFailed` names the file, the CPU and why), and the jobs of one call
+run side by side on the host's cores, the longest first. The same session interface as every other
+runtime is offered by :func:`open_session`, for code that judges one artifact at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from common.errors import ConvNeXtPoseError
+from models.contract import INPUT_NAME, OUTPUT_NAME
+from runtimes.arm64 import target
+from runtimes.arm64.target import PLUGIN, SITE, CpuModel
+from runtimes.session import Session
+
+log = logging.getLogger(__name__)
+
+WORKER = Path(__file__).with_name("worker.py")
+SIGNATURE_KEY = "serving_default"  # as runtimes/litert.py opens .tflite files
+#: Runtime keys (runtimes.RUNTIMES) whose arm64 builds the target has.
+ARM64_RUNTIMES = {"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}
+#: A job is killed after this long (seconds) unless the caller says otherwise: an S fp32 file on 4 inputs
+#: takes ~70 s on the verifying emulator, ~150 s while counting.
+DEFAULT_TIMEOUT_S = 900.0
+
+
+class EmulationFailed(ConvNeXtPoseError):
+    """One artifact could not be run on one emulated CPU (emulator died, timed out, runtime error)."""
+
+
+@dataclass(frozen=True)
+class EmulatedJob:
+    """One artifact on one emulated CPU model. ``count``: under the counting emulator, one unmarked
+    warm-up inference first (first-run allocations are not the steady state), then each input counted."""
+
+    artifact: Path
+    runtime: str
+    layout: str
+    cpu: CpuModel
+    count: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.artifact.name} on {self.cpu.qemu_cpu}"
+
+
+@dataclass(frozen=True)
+class EmulatedRun:
+    job: EmulatedJob
+    outputs: np.ndarray  # (N, J, 3) float32
+    instructions: tuple[int, ...]  # guest instructions per counted inference (empty unless job.count)
+    seconds: float
+    runtime: str  # "ai-edge-litert 2.3.0 (XNNPACK, aarch64) on emulated cortex-a76, qemu 10.0.13"
+
+
+def emulator_command(cpu: CpuModel, plugin_log: Path | None = None, counting: bool = False) -> list[str]:
+    """qemu-aarch64 on ``cpu`` running the worker. Counting: Debian 12's qemu 7.2 with the plugin (its log
+    in ``plugin_log``) and address-space randomisation off (ONNX Runtime's count wobbles by 0.5 % with
+    it); otherwise Debian 13's qemu 10 (twice as fast, no plugins)."""
+    root = cpu.root()
+    counting = counting or plugin_log is not None
+    command = [target.COUNTING_QEMU if counting else str(target.FAST_QEMU), "-cpu", cpu.qemu_cpu, "-L", str(root)]
+    if plugin_log is not None:
+        command += ["-plugin", str(PLUGIN), "-d", "plugin", "-D", str(plugin_log)]
+    command += [str(root / "usr" / "bin" / "python3.11"), "-s", str(WORKER)]
+    if counting and shutil.which("setarch"):
+        command = ["setarch", "x86_64", "-R", *command]
+    return command
+
+
+def guest_environment(home: Path) -> dict[str, str]:
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR") if k in os.environ}
+    return {**keep, "PYTHONPATH": str(SITE), "PYTHONNOUSERSITE": "1", "HOME": str(home),
+            "ORT_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _emulator_label(counting: bool) -> str:
+    record = target.ensure_ready()
+    words = record.emulators["count" if counting else "verify"].split()
+    return f"qemu {words[2] if len(words) > 2 else '?'}"
+
+
+def runtime_label(job: EmulatedJob) -> str:
+    record = target.ensure_ready()
+    package = ARM64_RUNTIMES[job.runtime]
+    engine = " (XNNPACK, aarch64)" if job.runtime == "litert" else " CPU (aarch64)"
+    return (f"{package} {record.packages.get(package, '?')}{engine} on emulated {job.cpu.qemu_cpu}, "
+            f"{_emulator_label(job.count)}")
+
+
+def _died(code: int) -> str:
+    if code < 0:
+        try:
+            return f"the emulator died of {signal.Signals(-code).name}"
+        except ValueError:
+            return f"the emulator died of signal {-code}"
+    return f"the emulated process exited with code {code}"
+
+
+def run_job(job: EmulatedJob, inputs_npy: Path, workdir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> EmulatedRun:
+    """Run ``job`` on the inputs saved in ``inputs_npy`` (N, 3, S, S) NCHW float32; raises EmulationFailed."""
+    if job.runtime not in ARM64_RUNTIMES:
+        raise EmulationFailed(f"{job.name}: runtime {job.runtime!r} has no arm64 build on this target "
+                              f"(arm64 runs {', '.join(ARM64_RUNTIMES)})")
+    target.ensure_ready()
+    folder = Path(tempfile.mkdtemp(prefix=f"{job.artifact.stem}-{job.cpu.qemu_cpu}-", dir=workdir))
+    outputs, plugin_log = folder / "outputs.npy", folder / "plugin.log"
+    request = {"artifact": str(job.artifact.resolve()), "runtime": job.runtime, "layout": job.layout, "threads": 1,
+               "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "signature": SIGNATURE_KEY,
+               "inputs": str(inputs_npy.resolve()), "outputs": str(outputs), "warmup": job.count}
+    (folder / "request.json").write_text(json.dumps(request))
+    command = [*emulator_command(job.cpu, plugin_log if job.count else None), str(folder / "request.json")]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, env=guest_environment(folder), capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EmulationFailed(f"{job.name}: timed out after {timeout_s:.0f} s (emulator killed)") from None
+    seconds = time.perf_counter() - started
+    if done.returncode != 0 or not outputs.is_file():
+        last = next((line for line in reversed(done.stderr.strip().splitlines()) if line.strip()), "no message")
+        raise EmulationFailed(f"{job.name}: {_died(done.returncode)} ({last.strip()[:200]})")
+    instructions: tuple[int, ...] = ()
+    if job.count:
+        spans = [line.split() for line in plugin_log.read_text().splitlines() if line.startswith("span ")]
+        instructions = tuple(int(s[2]) for s in spans)
+    return EmulatedRun(job, np.load(outputs), instructions, seconds, runtime_label(job))
+
+
+def _expected_cost(job: EmulatedJob) -> float:
+    """For ordering only: float files are the slow ones under emulation (integer ~6x cheaper per byte)."""
+    size = job.artifact.stat().st_size if job.artifact.exists() else 0
+    return size * (1.0 if "int8" in job.artifact.name else 6.0)
+
+
+def host_cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_jobs(jobs: Sequence[EmulatedJob], inputs_nchw: np.ndarray, timeout_s: float = DEFAULT_TIMEOUT_S,
+             parallel: int | None = None, describe: str = "arm64") -> list[EmulatedRun | EmulationFailed]:
+    """Every job on the same inputs, side by side on the host's cores, longest first; one result per job
+    in the order given (a failure is returned, not raised: the others still run)."""
+    target.ensure_ready()
+    parallel = parallel or host_cores()
+    with tempfile.TemporaryDirectory(prefix="arm64-") as tmp:
+        inputs_npy = Path(tmp) / "inputs.npy"
+        np.save(inputs_npy, np.ascontiguousarray(inputs_nchw, dtype=np.float32))
+        order = sorted(range(len(jobs)), key=lambda i: -_expected_cost(jobs[i]))
+        results: list[EmulatedRun | EmulationFailed | None] = [None] * len(jobs)
+
+        def one(i: int) -> None:
+            try:
+                results[i] = run_job(jobs[i], inputs_npy, Path(tmp), timeout_s)
+                log.debug("%s: %.1f s", jobs[i].name, results[i].seconds)
+            except EmulationFailed as exc:
+                results[i] = exc
+
+        with ThreadPoolExecutor(parallel) as pool, tqdm(total=len(jobs), desc=describe, unit="run",
+                                                         disable=None) as bar:
+            for _ in pool.map(lambda i: (one(i), bar.update()), order):
+                pass
+    return results  # type: ignore[return-value]
+
+
+def open_session(runtime: str, path: Path, layout: str, cpu: CpuModel, timeout_s: float = DEFAULT_TIMEOUT_S) -> Session:
+    """The common session interface over one emulated CPU: ``run_all`` sends every input to one emulator
+    process (starting the emulated Python costs seconds), ``predict`` one input."""
+    job = EmulatedJob(Path(path), runtime, layout, cpu)
+    batch: Callable[[np.ndarray], np.ndarray] = lambda x: _run_or_raise(job, x, timeout_s)
+    return Session(batch, runtime_label(job), batch=batch)
+
+
+def _run_or_raise(job: EmulatedJob, inputs_nchw: np.ndarray, timeout_s: float) -> np.ndarray:
+    result = run_jobs([job], inputs_nchw, timeout_s, parallel=1)[0]
+    if isinstance(result, EmulationFailed):
+        raise result
+    return result.outputs

@@ -1,0 +1,239 @@
+"""The emulated arm64 phone cores (runtimes/arm64, judging/cross_isa.py).
+
+The first tests need nothing set up: the error a user meets without `make arm64`, and the golden
+tolerance rule. The ``arm64`` ones run the real emulator (`make test-arm64`, CI): an XS export judged
+on both cores, instruction counts that repeat, and the failure paths -- an emulator that dies, one
+that hangs -- each costing only its own file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from cli import main
+from common.errors import RuntimeUnavailableError
+from exporters.app_files.golden import NUM_GOLDEN
+from judging import golden
+from judging.manifest import Manifest
+from runtimes.arm64 import target
+
+ARM64 = pytest.mark.arm64
+
+
+@pytest.fixture
+def no_target(monkeypatch, tmp_path):
+    """The arm64 target as on a machine where `make arm64` never ran."""
+    monkeypatch.setattr(target, "TARGET_RECORD", tmp_path / "missing" / "target.json")
+    monkeypatch.setattr(target, "FAST_QEMU", tmp_path / "missing" / "qemu-aarch64")
+    monkeypatch.setattr(target, "ROOT", tmp_path / "missing")
+
+
+def test_without_the_target_one_line_names_make_arm64(no_target, tmp_path, capsys):
+    with pytest.raises(RuntimeUnavailableError, match="make arm64"):
+        target.ensure_ready()
+    for argv in (["verify", str(tmp_path), "--arch", "arm64"], ["bench", str(tmp_path), "--arch", "arm64"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: arm64 target not set up") and "make arm64" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_with_verify_arch_refuses_before_any_work(no_target, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", "--variant", "XS", "--untrained", "--out", str(out), "--verify-arch", "arm64"]) == 2
+    assert "make arm64" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _manifest_with(art_verified_on: list[dict], precision_budget: float | None) -> tuple[Manifest, object]:
+    """A real export's manifest (the shipped XS weights' record) with one artifact's arm64 records replaced."""
+    spec_dict = {"fp32_noise_floor_px": 0.002, "noise_factor": 10.0, "floor_input_px": 0.01,
+                 "budgets_input_px": {"fp16": 1.0, "int8": 4.0}}
+    from judging.manifest import Artifact
+    from models.spec import spec_for
+
+    verdict = {"conversion": None if precision_budget else {"tolerance_input_px": 0.16}, "budget_input_px":
+               precision_budget, "arithmetic": "int8" if precision_budget else "fp32"}
+    art = Artifact("f.tflite", "tflite", "int8-w8a8-pw" if precision_budget else "fp32", "NHWC", (1, 256, 256, 3), 1,
+                   "0", "litert", verdict, {}, tuple(art_verified_on))
+    manifest = Manifest(variant="XS", spec=spec_for("XS"), checkpoint={}, input={}, output={}, joints={},
+                        verification={}, gates=spec_dict, artifacts=(art,), versions={}, stage_seconds={})
+    return manifest, art
+
+
+def test_cpu_tolerance_follows_the_measurement_within_floor_and_budget():
+    host = {"cpu": "x86", "emulated": False}
+    arm = lambda cpu, px: {"cpu": cpu, "emulated": True, "cross_isa_input_px": px}
+    manifest, art = _manifest_with([host, arm("cortex-a76", 0.3), arm("cortex-a53", 0.5)], 4.0)
+    floor = golden.fp32_tolerance_input_px(manifest)  # 10 x 0.002 heatmap px x 8 = 0.16 input px
+    assert floor == pytest.approx(0.16)
+    tol = golden.cpu_tolerance(art, manifest)
+    assert tol.input_px == pytest.approx(golden.CROSS_ISA_MARGIN * 0.5) and "cortex-a53" in tol.basis
+    # a tiny cross-ISA difference never takes it below the fp32 tolerance ...
+    _, tiny = _manifest_with([host, arm("cortex-a76", 0.001)], 4.0)
+    assert golden.cpu_tolerance(tiny, manifest).input_px == pytest.approx(floor)
+    # ... a large one never above the budget
+    _, large = _manifest_with([host, arm("cortex-a76", 3.0)], 4.0)
+    assert golden.cpu_tolerance(large, manifest).input_px == 4.0
+    # not verified on arm64: the budget (nothing measured), and the delegate tolerance is the budget too
+    _, unmeasured = _manifest_with([host], 4.0)
+    assert golden.cpu_tolerance(unmeasured, manifest).input_px == 4.0
+    assert "not verified on another CPU" in golden.cpu_tolerance(unmeasured, manifest).basis
+    assert golden.delegate_tolerance(art, manifest).input_px == 4.0
+    # an fp32 file: the fp32 tolerance on the CPU, the fp16 budget on a (GPU) delegate
+    _, fp32 = _manifest_with([host], None)
+    assert golden.cpu_tolerance(fp32, manifest).input_px == pytest.approx(floor)
+    assert golden.delegate_tolerance(fp32, manifest).input_px == 1.0
+
+
+# ---- on the emulated cores -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def arm64_verified(xs_int8_export, tmp_path_factory):
+    """The shipped XS weights' full export, verified on both emulated cores (a copy: verify writes records)."""
+    from judging.verify import check_on_arm64
+
+    out = tmp_path_factory.mktemp("arm64") / "XS"
+    shutil.copytree(xs_int8_export[0], out)
+    before = json.loads((out / "golden" / "golden.json").read_text())
+    manifest, checks = check_on_arm64(out)
+    return out, before, manifest, checks
+
+
+@ARM64
+def test_every_tflite_and_onnx_passes_on_both_cores_and_is_recorded(arm64_verified):
+    out, before, manifest, checks = arm64_verified
+    expected = {a.file for a in manifest.artifacts if a.file.endswith((".tflite", ".onnx"))}
+    assert set(checks) == expected and len(expected) == 8
+    for file, per_cpu in checks.items():
+        assert [c.cpu for c in per_cpu] == [m.qemu_cpu for m in target.CPU_MODELS]
+        for c in per_cpu:
+            assert c.passed, f"{file} on {c.cpu}: {c.reason}"
+            assert c.inputs == NUM_GOLDEN and np.isfinite(c.cross_isa_input_px)
+            assert "aarch64" in c.runtime and c.cpu in c.runtime
+    on_disk = Manifest.read(out)
+    for art in on_disk.artifacts:
+        cpus = [r["cpu"] for r in art.verified_on]
+        if art.file in expected:
+            assert cpus[1:] == [m.qemu_cpu for m in target.CPU_MODELS] and not art.verified_on[0]["emulated"]
+        else:  # Core ML: this machine's evaluator only
+            assert len(cpus) == 1
+
+
+@ARM64
+def test_golden_cpu_tolerances_come_from_the_measurement(arm64_verified):
+    out, before, manifest, checks = arm64_verified
+    after = json.loads((out / "golden" / "golden.json").read_text())
+    floor = golden.fp32_tolerance_input_px(manifest)
+    for file, per_cpu in checks.items():
+        entry, measured = after["artifacts"][file], max(c.cross_isa_input_px for c in per_cpu)
+        budget = before["artifacts"][file]["delegate_tolerance_input_px"]
+        assert entry["joints"] == before["artifacts"][file]["joints"]  # joints untouched
+        assert entry["tolerance_input_px"] >= min(budget, max(floor, measured)) - 1e-12
+        assert entry["tolerance_input_px"] <= budget + 1e-12
+        assert entry["cross_isa_input_px"] == pytest.approx({c.cpu: c.cross_isa_input_px for c in per_cpu})
+    int8 = [f for f in checks if "int8" in f]
+    # the point of measuring: most integer files now have a CPU tolerance well inside their 4 px budget
+    assert sum(after["artifacts"][f]["tolerance_input_px"] < 4.0 for f in int8) >= len(int8) - 1
+
+
+def _jobs(out: Path, names: list[str], cpu, count: bool = False):
+    from runtimes.arm64.runner import EmulatedJob
+
+    manifest = Manifest.read(out)
+    arts = {a.file: a for a in manifest.artifacts}
+    return [EmulatedJob(out / n, arts[n].runtime, arts[n].layout, cpu, count) for n in names]
+
+
+def _golden_input(out: Path) -> np.ndarray:
+    from benchmarks.arm64 import first_golden_input
+
+    return first_golden_input(out)
+
+
+@ARM64
+def test_instruction_counts_repeat_between_runs(xs_int8_export):
+    from runtimes.arm64.runner import run_jobs
+
+    out = xs_int8_export[0]
+    names = ["convnextpose-XS_int8-w8a8-mixed.tflite", "convnextpose-XS_int8-qdq.onnx"]
+    cpu = target.CPU_MODELS[0]
+    x = _golden_input(out)
+    first, second = (run_jobs(_jobs(out, names, cpu, count=True), x) for _ in range(2))
+    for a, b in zip(first, second):
+        assert len(a.instructions) == 1 and a.instructions[0] > 10_000_000
+        assert abs(a.instructions[0] - b.instructions[0]) <= 1e-3 * a.instructions[0], (a.job.name, a.instructions,
+                                                                                           b.instructions)
+        assert np.array_equal(a.outputs, b.outputs)  # and the emulated kernels compute the same bits
+
+
+def _core_without_cpuinfo(tmp_path: Path):
+    """A Cortex-A53 root whose /proc/cpuinfo went missing: the host's x86 one shows through, and ONNX Runtime
+    dies at import under the counting emulator (qemu 7.2; toolchain note) -- a real emulator death, not a mock."""
+    good = target.CPU_MODELS[1]
+    root = tmp_path / "a53-without-cpuinfo"
+    root.mkdir()
+    for entry in good.root().iterdir():
+        if entry.name != "proc":
+            (root / entry.name).symlink_to(entry.resolve())
+    return replace(good, root_dir=root)
+
+
+@ARM64
+def test_an_emulator_that_dies_fails_its_file_only(xs_int8_export, tmp_path):
+    from runtimes.arm64.runner import EmulatedRun, EmulationFailed, run_jobs
+
+    out = xs_int8_export[0]
+    jobs = [*_jobs(out, ["convnextpose-XS_int8-qdq.onnx"], _core_without_cpuinfo(tmp_path), count=True),
+            *_jobs(out, ["convnextpose-XS_int8-w8a8-mixed.tflite"], target.CPU_MODELS[1], count=True)]
+    dead, alive = run_jobs(jobs, _golden_input(out), timeout_s=300)
+    assert isinstance(dead, EmulationFailed), "ONNX Runtime no longer dies here: pick another way to kill it"
+    assert "convnextpose-XS_int8-qdq.onnx on cortex-a53: the emulator died of SIG" in str(dead)
+    assert isinstance(alive, EmulatedRun) and alive.outputs.shape == (1, 18, 3) and alive.instructions
+
+
+@ARM64
+def test_files_that_time_out_fail_there_and_the_others_are_judged(xs_int8_export, tmp_path):
+    """verify --arch arm64 with a time-out between the integer files' time and the float files' (XS on one
+    core: ~8 s against 25-35 s): the float files fail with the reason, recorded; the integer ones pass."""
+    from judging.verify import check_on_arm64
+
+    out = tmp_path / "XS"
+    shutil.copytree(xs_int8_export[0], out)
+    _, checks = check_on_arm64(out, cpus=target.CPU_MODELS[:1], timeout_s=18)
+    for file, [check] in checks.items():
+        if "int8" in file:
+            assert check.passed, check.reason
+        else:
+            assert not check.passed and "timed out after 18 s (emulator killed)" in check.reason
+    recorded = {a.file: a.verified_on[-1] for a in Manifest.read(out).artifacts if a.file in checks}
+    assert {f: r["status"] for f, r in recorded.items()} == {f: c.status for f, [c] in checks.items()}
+    emulators = [p for p in psutil.process_iter(["cmdline"]) if "qemu-aarch64" in " ".join(p.info["cmdline"] or [])]
+    assert not emulators, "a timed-out emulator was left running"
+
+
+@ARM64
+def test_export_rejects_a_file_that_fails_on_arm64_and_publishes_the_rest(tmp_path):
+    from exporters.build.pipeline import FAILS_ON_ARM64, ExportOptions, default_checkpoint, run_export
+
+    out = tmp_path / "XS"
+    result = run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=default_checkpoint("XS", 18, 0),
+                                      formats=("onnx", "onnx-int8"), verify_arch="arm64", verify_arch_timeout_s=15))
+    assert {a.file for a in result.artifacts} == {"convnextpose-XS_int8-qdq.onnx"}
+    rejected = {r.file: r for r in result.rejected}
+    assert set(rejected) == {"convnextpose-XS.onnx", "convnextpose-XS.sim.onnx"}
+    for r in rejected.values():
+        assert r.reason == FAILS_ON_ARM64 and "timed out after 15 s" in r.detail
+        assert not (out / r.file).exists()
+    [published] = Manifest.read(out).artifacts
+    assert [r["cpu"] for r in published.verified_on][1:] == [m.qemu_cpu for m in target.CPU_MODELS]
+    entry = json.loads((out / "golden" / "golden.json").read_text())["artifacts"][published.file]
+    assert entry["tolerance_input_px"] < published.verdict["budget_input_px"]
+    assert "emulated arm64 cores" in entry["tolerance_basis"]
