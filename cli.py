@@ -172,13 +172,17 @@ def _verify(args: argparse.Namespace) -> int:
 def _verify_arm64(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmarks.report import BENCH_JSON
     from common.tables import format_table
     from exporters.app_files import model_card
+    from exporters.build.publish import out_lock
     from judging.verify import check_on_arm64
 
     torch.set_num_threads(args.threads)
-    manifest, checks = check_on_arm64(args.out, args.images, timeout_s=args.timeout)
-    model_card.write(args.out, manifest)  # the card states where each file was verified
+    with out_lock(args.out):  # it rewrites the manifest, golden.json and the card: no export may swap OUT meanwhile
+        manifest, checks = check_on_arm64(args.out, args.images, timeout_s=args.timeout)
+        bench_json = args.out / BENCH_JSON
+        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None)
     rows = [(file, c.cpu, c.status + (f" ({c.reason.split(':')[0]})" if c.reason else ""), c.headline or "-",
              "-" if c.cross_isa_input_px is None else f"{c.cross_isa_input_px:.3g}",
              "-" if c.seconds is None else f"{c.seconds:.0f}")

@@ -52,6 +52,10 @@ def markdown(bench: dict) -> str:
         f"(2-D joint error in px of the {bench['spec']['input_size']}-px input crop, depth in mm; the other "
         f"groups are in bench.json).",
         "",
+        f"Latencies are this machine's ({bench['machine']['cpu']}), not a phone's: which file or runtime costs less on "
+        "the phone's instruction set is what `convnextpose bench OUT --arch arm64` counts (bench_arm64.md), and "
+        "the two rankings can differ.",
+        "",
     ]
     notes, rows = [], []
     for row in bench["backends"]:

@@ -41,6 +41,36 @@ def _artifact_rows(manifest: Manifest, bench: dict | None) -> list[tuple]:
     return rows
 
 
+def _where_verified(a) -> str:
+    emulated = [r for r in a.verified_on if r.get("emulated")]
+    if not emulated:
+        return "this machine"
+    words = [f"{r['cpu']} {'✓' if r.get('status') == 'passed' else '✗'}" for r in emulated]
+    return "this machine, " + ", ".join(words) + " (emulated)"
+
+
+def _arm64_section(manifest: Manifest) -> list[str]:
+    """Where the files were judged on the phone's instruction set, and what that did to the golden tolerances."""
+    measured = [a for a in manifest.artifacts if a.cross_isa_input_px]
+    if not measured:
+        return ["## On the phone's CPU", "",
+                "Not verified on arm64 yet: `make arm64`, then `convnextpose verify OUT --arch arm64` judges every "
+                ".tflite and .onnx on emulated Cortex-A76 and Cortex-A53 cores and records the result here.", ""]
+    from judging.golden import cpu_tolerance
+
+    rows = []
+    for a in manifest.artifacts:
+        if a.cross_isa_input_px:
+            diffs = ", ".join(f"{cpu} {px:.2g}" for cpu, px in a.cross_isa_input_px.items())
+            rows.append((f"`{a.file}`", _where_verified(a), diffs, f"{cpu_tolerance(a, manifest).input_px:.2g}"))
+    return ["## On the phone's CPU", "",
+            "Each .tflite and .onnx run again on emulated arm64 cores (qemu user mode, the runtimes' aarch64 builds, "
+            "one thread, the golden inputs) and judged with the same gates; the distance of their joints from this "
+            "machine's sets the golden CPU tolerance (judging/golden.py).", "",
+            format_table(("file", "verified on", "max distance from this machine's joints, input px",
+                          "golden CPU tolerance, input px"), rows, markdown=True), ""]
+
+
 def render(manifest: Manifest, bench: dict | None = None) -> str:
     spec, inp, out = manifest.spec, manifest.input, manifest.output
     judged = manifest.verification
@@ -91,12 +121,14 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
         ("Latency: " + (f"`convnextpose bench` on {machine.get('cpu')}, {machine.get('threads')} threads, one "
                         "process per file." if bench else "not measured yet (`make bench`).")),
         "",
+        *_arm64_section(manifest),
         "## Limitations",
         "",
         "- Core ML figures come from this project's reference evaluator (the saved model read back and run op by "
         "op in PyTorch) unless the export ran on macOS: Core ML itself did not run, and no Core ML latency is given.",
         "- Latencies are x86 CPU figures (ONNX Runtime, LiteRT with XNNPACK), not phone timings; compare files "
-        "as ratios.",
+        "as ratios. For the phone's instruction set, `convnextpose bench OUT --arch arm64` counts instructions per "
+        "inference on emulated arm64 cores (bench_arm64.md): a cost, not a time.",
         "- Precision costs are measured against PyTorch fp32 on the inputs above, not against ground truth: they "
         "say what converting costs, not how accurate the model is.",
         "",

@@ -66,8 +66,9 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def host_tools() -> None:
     missing = [pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None]
-    if subprocess.run(["pkg-config", "--exists", "glib-2.0"], capture_output=True).returncode != 0 \
-            if shutil.which("pkg-config") else True:
+    has_glib = shutil.which("pkg-config") is not None and subprocess.run(
+        ["pkg-config", "--exists", "glib-2.0"], capture_output=True).returncode == 0
+    if not has_glib:
         missing.append(GLIB_PACKAGE)
     if not missing:
         return
