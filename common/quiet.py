@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 #: Loggers of the converters and runtimes: only their errors reach the user unless -v.
 THIRD_PARTY_LOGGERS = ("coremltools", "tensorflow", "absl", "onnx2tf", "ai_edge_quantizer", "ai_edge_litert", "jax",
-                       "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL")
+                       "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL", "torchao", "executorch")
 #: Libraries that print while they load (TensorFlow directly or through coremltools).
 NOISY_IMPORTS = ("tensorflow", "coremltools")
 

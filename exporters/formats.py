@@ -158,6 +158,12 @@ FORMATS: list[ExportFormat] = [
         _coreml(MLMODEL, "coreml-mlmodel"),
         _coreml(MLPACKAGE_INT8, "coreml-mlpackage-int8-weights"),
     ), _STAGES + "build_coreml", beside=True),
+    ExportFormat("executorch", "ExecuTorch .pte for the XNNPACK delegate: fp32 and int8 (PT2E); opt-in for now: "
+                 "its int8 lowering takes ~45 s for XS", (
+        ArtifactKind("executorch", "fp32", "_xnnpack.pte", "NCHW", "executorch", "executorch-xnnpack", "fp32"),
+        ArtifactKind("executorch", "int8-pt2e", "_xnnpack-int8.pte", "NCHW", "executorch", "executorch-xnnpack-int8",
+                     "int8"),
+    ), _STAGES + "build_executorch", default=False, beside=True, prepare=_STAGES + "prepare_calibration"),
 ]
 
 

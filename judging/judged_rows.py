@@ -11,7 +11,8 @@ from judging.inputs import InputSet
 from judging.manifest import Manifest
 
 #: Precisions whose activation ranges come from the calibration set: judged only on inputs disjoint from it.
-CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw", "int8-w8a8-adaptive", "int8-qdq"})
+CALIBRATED: frozenset[str] = frozenset({"int8-w8a8-mixed", "int8-w8a8-pw", "int8-w8a8-adaptive", "int8-qdq",
+                                         "int8-pt2e"})
 
 
 def disjoint_photos(inputs: InputSet, calibration_digests: set[str]) -> np.ndarray:

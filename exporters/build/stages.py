@@ -18,7 +18,15 @@ from common import quiet
 from exporters.app_files import tflite_metadata
 from exporters.app_files.metadata import app_metadata
 from exporters.build.export_run import ExportRun
-from exporters.converters import int8_adaptive, to_coreml, to_onnx, to_onnx_int8, to_tflite, to_tflite_int8
+from exporters.converters import (
+    int8_adaptive,
+    to_coreml,
+    to_executorch,
+    to_onnx,
+    to_onnx_int8,
+    to_tflite,
+    to_tflite_int8,
+)
 from exporters.converters.calibration import CalibrationChoice, choose_calibration
 from exporters.converters.mobile_graph import for_xnnpack
 from exporters.converters.simplify import simplify_onnx
@@ -207,3 +215,32 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
         input_kind = run.options.coreml_input_kind
         details = to_coreml.export_coreml(run.model, run.contract, path, target, run.metadata, input_kind, traced)
         run.verify(path, kind, details, layout="image" if input_kind == "image" else None)
+
+
+def build_executorch(run: ExportRun, fmt: ExportFormat) -> None:
+    """ExecuTorch programs for the XNNPACK delegate from the model itself (to_executorch): fp32, then int8
+    (PT2E) calibrated on the set the other integer files use. An operator left outside the delegate is
+    named here and recorded in the manifest."""
+    import torch
+
+    fp32_kind, int8_kind = fmt.artifacts
+    example = torch.from_numpy(run.artifact_inputs[:1].astype(np.float32))
+    path = run.path_for(fp32_kind)
+    details = to_executorch.export_fp32(run.model, example, path)
+    _name_undelegated(path.name, details["delegation"])
+    run.verify(path, fp32_kind, details)
+    if run.skip_untrained("executorch-int8", (int8_kind,)):
+        return
+    choice = _calibration(run)
+    path = run.path_for(int8_kind)
+    calibration = run.contract.prepare(choice.calibration.images.transpose(0, 3, 1, 2))
+    details = to_executorch.export_int8(run.model, calibration, path)
+    _name_undelegated(path.name, details["delegation"])
+    run.verify(path, int8_kind, {**details, "calibration_sha256": choice.calibration.sha256}, judged=choice.judged)
+
+
+def _name_undelegated(file: str, record: dict) -> None:
+    if record["non_delegated_ops"]:
+        log.warning("%s: %s outside the XNNPACK delegate (portable kernels, slow): %s", file,
+                    sum(record["non_delegated_ops"].values()),
+                    ", ".join(f"{op} x{n}" for op, n in record["non_delegated_ops"].items()))
