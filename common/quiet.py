@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 #: Loggers of the converters and runtimes: only their errors reach the user unless -v.
 THIRD_PARTY_LOGGERS = ("coremltools", "tensorflow", "absl", "onnx2tf", "ai_edge_quantizer", "ai_edge_litert", "jax",
-                       "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL", "torchao", "executorch")
+                       "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL", "torchao", "executorch",
+                       "torch.utils._pytree")
 #: Libraries that print while they load (TensorFlow directly or through coremltools).
 NOISY_IMPORTS = ("tensorflow", "coremltools")
 
@@ -41,7 +42,11 @@ def configure(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for category in (DeprecationWarning, UserWarning, FutureWarning, RuntimeWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(coremltools|torch|tensorflow|tf_keras|onnx2tf|"
-                                                                       r"ai_edge_\w+|keras|onnxsim|google)\b.*")
+                                                                       r"ai_edge_\w+|keras|onnxsim|google|torchao|"
+                                                                       r"executorch)\b.*")
+    # torch.export's pytree, deep-copied by ExecuTorch's passes: the warning is attributed to copyreg
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
 
 
 @contextlib.contextmanager
