@@ -32,7 +32,7 @@ def _x(spec, n: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, spec.input_size, spec.input_size), dtype=np.float32)
 
 
-@pytest.mark.slow
+@pytest.mark.campaign  # lowering costs ~10 s even for the tiny network
 def test_fp32_program_is_delegated_whole_and_computes_what_pytorch_does(tiny_model, tiny_spec, tmp_path):
     x = _x(tiny_spec, 3)
     details = to_executorch.export_fp32(tiny_model, torch.from_numpy(x[:1]), tmp_path / "tiny.pte")
@@ -60,7 +60,7 @@ def test_int8_program_is_delegated_whole_and_stays_near_pytorch(tiny_model, tiny
     assert 0 < error < tiny_spec.heatmap_shape[-1] / 4, error  # quantised (not bit-equal), not broken
 
 
-@pytest.mark.slow
+@pytest.mark.campaign  # lowering costs ~10 s even for the tiny network
 def test_an_operator_outside_the_delegate_is_named(tiny_model, tiny_spec, tmp_path):
     """Nearest upsampling: XNNPACK (executorch 1.5.1) does not take it."""
     model = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.AvgPool2d(2), tiny_model).eval()
