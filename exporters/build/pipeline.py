@@ -241,6 +241,7 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
                 log.info("stage %s done in %.1f s", fmt.name, timings[fmt.name])
             done.add(fmt.name)
             _start_ready(run, formats, done, beside, forking)
+
         def record() -> Manifest:
             return Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
                                   gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
