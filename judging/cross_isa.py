@@ -19,7 +19,10 @@ import numpy as np
 
 from common.machine import cpu_name, isa
 from judging.gates import Budgets, judge
-from judging.manifest import Artifact
+from judging.inputs import InputSet
+from judging.judged_rows import judged_mask_for
+from judging.manifest import Artifact, Manifest
+from judging.parity import input_px_errors
 from judging.references import References
 from models.spec import BBOX_3D_DEPTH_MM
 from runtimes.arm64.runner import ARM64_RUNTIMES, DEFAULT_TIMEOUT_S, EmulatedJob, EmulationFailed, run_jobs
@@ -70,11 +73,19 @@ def host_record(runtime: str, inputs: int) -> dict:
             "status": "passed"}
 
 
+def judged_golden_rows(manifest: Manifest, inputs: InputSet, rows: list[int]) -> Callable[[Artifact], np.ndarray]:
+    """judged(art): which golden rows its cost is taken over (its judged rows; all of them if none is)."""
+    def judged(art: Artifact) -> np.ndarray:
+        mask = judged_mask_for(manifest, inputs, art.precision)[rows]
+        return mask if mask.any() else np.ones(len(rows), dtype=bool)
+
+    return judged
+
+
 def cross_isa_distance(joints: np.ndarray, here: np.ndarray, spec) -> tuple[float, float]:
     """(max 2-D joint distance in input px, max depth difference in mm) between two runs on the same inputs."""
-    to_input, to_mm = spec.input_size / spec.heatmap_size, BBOX_3D_DEPTH_MM / spec.depth_bins
-    xy = np.linalg.norm(joints[..., :2].astype(np.float64) - here[..., :2], axis=-1) * to_input
-    depth = np.abs(joints[..., 2].astype(np.float64) - here[..., 2]) * to_mm
+    xy = input_px_errors(joints, here, spec)
+    depth = np.abs(joints[..., 2].astype(np.float64) - here[..., 2]) * BBOX_3D_DEPTH_MM / spec.depth_bins
     return float(np.nanmax(xy)) if np.isfinite(xy).all() else float("inf"), float(np.nanmax(depth))
 
 

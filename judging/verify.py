@@ -12,7 +12,7 @@ import numpy as np
 
 from common.errors import ManifestError
 from judging import golden
-from judging.cross_isa import CpuCheck, verify_on_arm64
+from judging.cross_isa import CpuCheck, judged_golden_rows, verify_on_arm64
 from judging.gates import Budgets, Verdict, judge
 from judging.inputs import InputSet, recorded_inputs
 from judging.judged_rows import judged_mask_for
@@ -98,13 +98,8 @@ def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options)
     inputs = recorded_inputs(loaded, manifest.verification, images_dir)
     rows, fed, here = golden_rows(out_dir, inputs)
     refs = References.of(loaded, inputs.images).subset(np.asarray(rows))
-
-    def judged(art: Artifact) -> np.ndarray:
-        mask = judged_mask_for(manifest, inputs, art.precision)[rows]
-        return mask if mask.any() else np.ones(len(rows), dtype=bool)  # no judged golden row: judge on all of them
-
-    checks = verify_on_arm64(out_dir, manifest.artifacts, fed, refs, judged, here, budgets_of(manifest),
-                             **run_options)
+    checks = verify_on_arm64(out_dir, manifest.artifacts, fed, refs, judged_golden_rows(manifest, inputs, rows), here,
+                             budgets_of(manifest), **run_options)
     updated = manifest.with_artifacts([with_arm64_checks(a, checks.get(a.file)) for a in manifest.artifacts])
     updated.write(out_dir)
     golden.update_tolerances(out_dir, updated)

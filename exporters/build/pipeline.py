@@ -32,11 +32,10 @@ from exporters.build.stages import NOT_BUILT
 from exporters.converters import to_onnx
 from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, get_format, resolve_formats
-from judging.cross_isa import verify_on_arm64
+from judging.cross_isa import judged_golden_rows, verify_on_arm64
 from judging.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
 from judging.golden import GOLDEN_DIR
 from judging.inputs import inputs_for
-from judging.judged_rows import judged_mask_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
 from judging.references import References
 from judging.verify import with_arm64_checks
@@ -94,13 +93,8 @@ def _verify_arm64(run: ExportRun, manifest: Manifest) -> None:
     """``--verify-arch arm64``: every published .tflite/.onnx judged again on the emulated phone cores, on the
     golden inputs (judging/cross_isa.py); a file failing on any core is rejected, the others carry the records."""
     rows = _golden_rows(run)
-    inputs = run.inputs
     refs = run.references.subset(np.asarray(rows))
-
-    def judged(art: Artifact) -> np.ndarray:
-        mask = judged_mask_for(manifest, inputs, art.precision)[rows]
-        return mask if mask.any() else np.ones(len(rows), dtype=bool)
-
+    judged = judged_golden_rows(manifest, run.inputs, rows)
     checks = verify_on_arm64(run.staging, run.artifacts, run.artifact_inputs[rows], refs, judged,
                              {f: j[rows] for f, j in run.outputs.items()}, run.budgets,
                              timeout_s=run.options.verify_arch_timeout_s)

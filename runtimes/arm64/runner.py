@@ -28,13 +28,13 @@ from tqdm import tqdm
 from common.errors import ConvNeXtPoseError
 from models.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes.arm64 import target
-from runtimes.arm64.target import PLUGIN, SITE, CpuModel
+from runtimes.arm64.target import PLUGIN, SITE, CpuModel, TargetRecord
+from runtimes.litert import SIGNATURE_KEY
 from runtimes.session import Session
 
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("worker.py")
-SIGNATURE_KEY = "serving_default"  # as runtimes/litert.py opens .tflite files
 #: Runtime keys (runtimes.RUNTIMES) whose arm64 builds the target has.
 ARM64_RUNTIMES = {"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}
 #: A job is killed after this long (seconds) unless the caller says otherwise: an S fp32 file on 4 inputs
@@ -92,18 +92,12 @@ def guest_environment(home: Path) -> dict[str, str]:
             "ORT_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _emulator_label(counting: bool) -> str:
-    record = target.ensure_ready()
-    words = record.emulators["count" if counting else "verify"].split()
-    return f"qemu {words[2] if len(words) > 2 else '?'}"
-
-
-def runtime_label(job: EmulatedJob) -> str:
-    record = target.ensure_ready()
+def runtime_label(job: EmulatedJob, record: TargetRecord) -> str:
     package = ARM64_RUNTIMES[job.runtime]
     engine = " (XNNPACK, aarch64)" if job.runtime == "litert" else " CPU (aarch64)"
+    words = record.emulators["count" if job.count else "verify"].split()  # "qemu-aarch64 version 10.0.13 ..."
     return (f"{package} {record.packages.get(package, '?')}{engine} on emulated {job.cpu.qemu_cpu}, "
-            f"{_emulator_label(job.count)}")
+            f"qemu {words[2] if len(words) > 2 else '?'}")
 
 
 def _died(code: int) -> str:
@@ -120,7 +114,7 @@ def run_job(job: EmulatedJob, inputs_npy: Path, workdir: Path, timeout_s: float 
     if job.runtime not in ARM64_RUNTIMES:
         raise EmulationFailed(f"{job.name}: runtime {job.runtime!r} has no arm64 build on this target "
                               f"(arm64 runs {', '.join(ARM64_RUNTIMES)})")
-    target.ensure_ready()
+    record = target.ensure_ready()
     folder = Path(tempfile.mkdtemp(prefix=f"{job.artifact.stem}-{job.cpu.qemu_cpu}-", dir=workdir))
     outputs, plugin_log = folder / "outputs.npy", folder / "plugin.log"
     request = {"artifact": str(job.artifact.resolve()), "runtime": job.runtime, "layout": job.layout, "threads": 1,
@@ -142,7 +136,7 @@ def run_job(job: EmulatedJob, inputs_npy: Path, workdir: Path, timeout_s: float 
     if job.count:
         spans = [line.split() for line in plugin_log.read_text().splitlines() if line.startswith("span ")]
         instructions = tuple(int(s[2]) for s in spans)
-    return EmulatedRun(job, np.load(outputs), instructions, seconds, runtime_label(job))
+    return EmulatedRun(job, np.load(outputs), instructions, seconds, runtime_label(job, record))
 
 
 def _expected_cost(job: EmulatedJob) -> float:
@@ -186,7 +180,7 @@ def open_session(runtime: str, path: Path, layout: str, cpu: CpuModel, timeout_s
     process (starting the emulated Python costs seconds), ``predict`` one input."""
     job = EmulatedJob(Path(path), runtime, layout, cpu)
     batch: Callable[[np.ndarray], np.ndarray] = lambda x: _run_or_raise(job, x, timeout_s)
-    return Session(batch, runtime_label(job), batch=batch)
+    return Session(batch, runtime_label(job, target.ensure_ready()), batch=batch)
 
 
 def _run_or_raise(job: EmulatedJob, inputs_nchw: np.ndarray, timeout_s: float) -> np.ndarray:

@@ -50,7 +50,6 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 GUEST_GLIBC_MINOR = 36
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{m}_aarch64" for m in range(17, GUEST_GLIBC_MINOR + 1)))
 PLUGIN_SOURCE = Path(__file__).with_name("insn_count.c")
-WORKER = Path(__file__).with_name("worker.py")
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
