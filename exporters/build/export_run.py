@@ -26,6 +26,7 @@ from models.checkpoint import LoadedCheckpoint
 from models.contract import InputContract
 from models.network import ConvNeXtPose
 from runtimes import open_session
+from runtimes.arm64.runner import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ExportOptions:
     coreml_input: str | None = None  # "image" | "tensor"; None: image when the normalisation is folded
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
     verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx on the emulated arm64 cores
-    verify_arch_timeout_s: float = 900.0  # seconds one file may take on one emulated core
+    verify_arch_timeout_s: float = DEFAULT_TIMEOUT_S  # seconds one file may take on one emulated core
 
 
     @property
