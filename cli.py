@@ -193,7 +193,7 @@ def _verify_arm64(args: argparse.Namespace) -> int:
     if failed:
         raise ConvNeXtPoseError(f"{len(failed)} arm64 check(s) of {args.out} failed:\n  " + "\n  ".join(failed))
     cpus = sorted({c.cpu for per_cpu in checks.values() for c in per_cpu})
-    print(f"{args.out}: every .tflite and .onnx passes its checks on {', '.join(cpus)} (emulated); manifest and "
+    print(f"{args.out}: every .tflite, .onnx and .ort passes its checks on {', '.join(cpus)} (emulated); manifest and "
           "golden CPU tolerances updated")
     return 0
 
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="all or nothing: any rejected artifact fails the export (exit 2) and OUT is left as it was")
     p.add_argument("--verify-arch", choices=("arm64",),
-                   help="also judge every .tflite/.onnx on the emulated arm64 phone cores (minutes; needs `make "
+                   help="also judge every .tflite/.onnx/.ort on the emulated arm64 phone cores (minutes; needs `make "
                         "arm64`): a file failing there is rejected; golden CPU tolerances from the measured "
                         "cross-CPU difference")
     p.add_argument("--verify-arch-timeout", type=float, default=_arm64_timeout(), metavar="S",
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="where the export's verification photos are now, if they moved")
     p.add_argument("--threads", type=int, default=2, help="threads of every runtime and of PyTorch (default 2)")
     p.add_argument("--arch", choices=("host", "arm64"), default="host",
-                   help="host: this machine (default); arm64: every .tflite/.onnx on the emulated phone cores "
+                   help="host: this machine (default); arm64: every .tflite/.onnx/.ort on the emulated phone cores "
                         "(Cortex-A76, Cortex-A53; one thread, golden inputs; needs `make arm64`), recorded in the "
                         "manifest and golden.json")
     p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.add_argument("--arch", choices=("host", "arm64"), default="host",
                    help="host: latency and parity on this machine (default); arm64: guest instructions per inference "
-                        "of every .tflite/.onnx on the emulated phone cores (needs `make arm64`; minutes)")
+                        "of every .tflite/.onnx/.ort on the emulated phone cores (needs `make arm64`; minutes)")
     p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
                    help="arm64: seconds one file may take on one emulated core (default %(default)g)")
     p.set_defaults(func=_bench)

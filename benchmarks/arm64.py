@@ -1,4 +1,4 @@
-"""`convnextpose bench OUT --arch arm64`: guest instructions per inference of every .tflite and .onnx on
+"""`convnextpose bench OUT --arch arm64`: guest instructions per inference of every .tflite, .onnx and .ort on
 each emulated phone core -- a deterministic cost on the phone's instruction set, not phone time.
 
 Counted by the plugin runtimes/arm64/insn_count.c between two marks the worker sets around each

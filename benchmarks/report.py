@@ -89,6 +89,13 @@ def markdown(bench: dict) -> str:
         lines += [f"- {r['backend']}: {r['gops']:.0f} GOP/s = {100 * r['share_of_int8_gemm']:.0f}% of it"
                   + (f"; p99 vs ONNX Runtime int8 {P99Difference(**r['p99_vs_onnx_int8']).describe()}"
                      if r.get("p99_vs_onnx_int8") else "") for r in integer]
+    ready = [(row["backend"], f"`{row['file']}`", row["accelerated_where"]) for row in bench["backends"]
+             if row.get("accelerated_where")]
+    if ready:
+        lines += ["", "Runs accelerated where (each runtime's own checker at export: ONNX Runtime's mobile usability "
+                      "checker, TensorFlow's GPU-delegate analyzer, Core ML targets, ExecuTorch's delegation; the "
+                      "manifest's `readiness` holds the details):", "",
+                  format_table(("backend", "file", "runs accelerated where"), ready, markdown=True)]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"

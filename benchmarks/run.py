@@ -29,6 +29,7 @@ from judging.inputs import recorded_inputs
 from judging.judged_rows import CALIBRATED, judged_mask_for
 from judging.manifest import Manifest, tool_versions
 from judging.parity import parity_stats
+from judging.readiness import summary as readiness_summary
 from judging.references import References
 from judging.verify import budgets_of, judge_artifact
 from models.preprocessing import normalise
@@ -179,6 +180,8 @@ def run_bench(options: BenchOptions) -> dict:
         artifact = next((a for a in manifest.artifacts if a.file == backend.artifact), None)
         if artifact is not None and "adaptive" in artifact.details:
             entry["adaptive"] = artifact.details["adaptive"]
+        if artifact is not None and artifact.readiness:
+            entry["accelerated_where"] = readiness_summary(artifact.readiness)
         if p50s:
             entry["repeats_p50_ms"] = p50s
             entry["repeat_spread"] = (max(p50s) - min(p50s)) / float(np.median(p50s))

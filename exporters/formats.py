@@ -29,11 +29,13 @@ class ArtifactKind:
     precision: str
     suffix: str  # the file is f"{stem}{suffix}", e.g. convnextpose-S_fp16.tflite
     layout: str  # input layout: NCHW or NHWC
-    runtime: str  # runtimes key: onnxruntime | litert | coreml
+    runtime: str  # runtimes key: onnxruntime | litert | coreml | executorch
     backend: str  # bench row name
     #: what the file computes in, which decides how it is judged (judging/gates.py): "fp32" (correct
     #: to the fp32 noise floor), "fp16-weights", "fp16" or "int8" (cost within the budget)
     arithmetic: str
+    #: meant for a phone app: its accelerator readiness is checked and a loss warned about (judging/readiness.py)
+    for_phones: bool = True
 
     def file_name(self, stem: str) -> str:
         return f"{stem}{self.suffix}"
@@ -142,7 +144,8 @@ def _coreml(target: CoreMLTarget, backend: str) -> ArtifactKind:
 
 FORMATS: list[ExportFormat] = [
     ExportFormat("onnx", "ONNX (TorchScript exporter, opset 17) and its simplified graph", (
-        ArtifactKind("onnx", "fp32", ".onnx", "NCHW", "onnxruntime", "onnxruntime", "fp32"),
+        # the exporter's graph as written: the phone's ONNX file is the simplified one
+        ArtifactKind("onnx", "fp32", ".onnx", "NCHW", "onnxruntime", "onnxruntime", "fp32", for_phones=False),
         ArtifactKind("onnx-simplified", "fp32", ".sim.onnx", "NCHW", "onnxruntime", "onnxruntime-simplified", "fp32"),
     ), _STAGES + "build_onnx"),
     ExportFormat("tflite", "TFLite fp32 and fp16 weights (NHWC, builtin ops, XNNPACK graph)",
@@ -153,13 +156,18 @@ FORMATS: list[ExportFormat] = [
     ExportFormat("onnx-int8", "ONNX Runtime static int8 (QDQ) of the verified simplified ONNX", (
         ArtifactKind("onnx", "int8-qdq", "_int8-qdq.onnx", "NCHW", "onnxruntime", "onnxruntime-int8-qdq", "int8"),
     ), _STAGES + "build_onnx_int8", requires=("onnx",), beside=True, prepare=_STAGES + "prepare_calibration"),
+    ExportFormat("ort", "ORT Mobile format (.ort) of the simplified fp32 and the int8 ONNX, with the operator "
+                 "configuration of a reduced ONNX Runtime build", (
+        ArtifactKind("ort", "fp32", ".ort", "NCHW", "onnxruntime", "onnxruntime-ort", "fp32"),
+        ArtifactKind("ort", "int8-qdq", "_int8-qdq.ort", "NCHW", "onnxruntime", "onnxruntime-ort-int8-qdq", "int8"),
+    ), _STAGES + "build_ort", requires=("onnx",)),
     ExportFormat("coreml", "Core ML .mlpackage (fp16, int8 weights) and .mlmodel (fp32)", (
         _coreml(MLPACKAGE, "coreml-mlpackage"),
         _coreml(MLMODEL, "coreml-mlmodel"),
         _coreml(MLPACKAGE_INT8, "coreml-mlpackage-int8-weights"),
     ), _STAGES + "build_coreml", beside=True),
-    ExportFormat("executorch", "ExecuTorch .pte for the XNNPACK delegate: fp32 and int8 (PT2E); opt-in for now: "
-                 "its int8 lowering takes ~45 s for XS", (
+    ExportFormat("executorch", "ExecuTorch .pte for the XNNPACK delegate: fp32 and int8 (PT2E); opt-in: its "
+                 "lowering adds ~1 min to an S export", (
         ArtifactKind("executorch", "fp32", "_xnnpack.pte", "NCHW", "executorch", "executorch-xnnpack", "fp32"),
         ArtifactKind("executorch", "int8-pt2e", "_xnnpack-int8.pte", "NCHW", "executorch", "executorch-xnnpack-int8",
                      "int8"),

@@ -35,7 +35,7 @@ ARCHES = ("arm64",)
 
 
 def arm64_candidates(artifacts: Sequence[Artifact]) -> list[Artifact]:
-    """The artifacts an arm64 runtime runs: every .tflite and .onnx (Core ML is Apple's, not an arm64 CPU's)."""
+    """The artifacts an arm64 runtime runs: every .tflite, .onnx and .ort (Core ML is Apple's, not an arm64 CPU's)."""
     return [a for a in artifacts if a.runtime in ARM64_RUNTIMES]
 
 

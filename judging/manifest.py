@@ -40,6 +40,8 @@ class Artifact:
     details: dict[str, Any] = field(default_factory=dict)
     #: where it was judged: this machine's CPU, then each emulated arm64 model (judging/cross_isa.py)
     verified_on: tuple[dict[str, Any], ...] = ()
+    #: where it runs accelerated on a phone, by its runtime's own checker (judging/readiness.py)
+    readiness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cross_isa_input_px(self) -> dict[str, float]:
@@ -60,12 +62,14 @@ class Artifact:
             "verdict": self.verdict,
             **({"details": self.details} if self.details else {}),
             **({"verified_on": list(self.verified_on)} if self.verified_on else {}),
+            **({"readiness": self.readiness} if self.readiness else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Artifact":
         return cls(d["file"], d["format"], d["precision"], d["layout"], tuple(d["input_shape"]), d["bytes"],
-                   d["sha256"], d["runtime"], d["verdict"], d.get("details", {}), tuple(d.get("verified_on", ())))
+                   d["sha256"], d["runtime"], d["verdict"], d.get("details", {}), tuple(d.get("verified_on", ())),
+                   d.get("readiness", {}))
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def golden_rows(out_dir: Path, inputs: InputSet) -> tuple[list[int], np.ndarray,
 
 
 def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options) -> tuple[Manifest, dict]:
-    """Judge every .tflite and .onnx of the export in ``out_dir`` on each emulated arm64 CPU model, on the
+    """Judge every .tflite, .onnx and .ort of the export in ``out_dir`` on each emulated arm64 CPU model, on the
     golden inputs, with the gates of its export; record the verdicts in the manifest (``verified_on``) and
     the measured cross-ISA differences as golden.json's CPU tolerances. Returns the updated manifest and
     the checks (file -> one CpuCheck per CPU model)."""

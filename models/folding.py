@@ -44,3 +44,55 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         fused.weight.mul_(scale.view(-1, 1, 1, 1))
         fused.bias.copy_((conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach())
     return fused
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """eval-mode ``bn`` as y = scale * x + shift per channel, in float64."""
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return scale, bn.bias.detach().double() - bn.running_mean.double() * scale
+
+
+def fold_batchnorm_into_next(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """eval-mode ``bn`` followed by an unpadded, ungrouped ``conv``, as one conv. Exact only without
+    padding: a padded conv would see the zeros its padding adds unshifted."""
+    if conv.padding != (0, 0) or conv.groups != 1:
+        raise ValueError(f"a BatchNorm folds into the next conv only if it is unpadded and ungrouped, got {conv}")
+    scale, shift = _bn_affine(bn)
+    fused = copy.deepcopy(conv)
+    weight = conv.weight.detach().double()
+    with torch.no_grad():
+        fused.weight.copy_((weight * scale.view(1, -1, 1, 1)).float())
+        fused.bias.copy_((conv.bias.detach().double() + (weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))).float())
+    return fused
+
+
+def batchnorm_as_conv(bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """eval-mode ``bn`` as a 1x1 depthwise conv: the same per-channel scale and shift, as an op every
+    converter and mobile runtime takes (a lone BatchNorm is not one: ORT's NNAPI/Core ML checkers)."""
+    c = bn.num_features
+    conv = nn.Conv2d(c, c, 1, groups=c)
+    scale, shift = _bn_affine(bn)
+    with torch.no_grad():
+        conv.weight.copy_(scale.float().view(c, 1, 1, 1))
+        conv.bias.copy_(shift.float())
+    return conv.eval()
+
+
+def without_batchnorm(model: ConvNeXtPose) -> ConvNeXtPose:
+    """A copy of ``model`` without a BatchNorm layer, computing the same: every BatchNorm after a conv
+    folded into it (stem, blocks, head), before an unpadded conv into that conv (downsampling), and the
+    backbone's last one, which sits between a residual sum and a padded conv, as a 1x1 depthwise conv.
+    Module names stay, so layer boundaries (``diagnose``) still find their layers."""
+    folded = copy.deepcopy(model).eval()
+    layers = folded.backbone.downsample_layers
+    layers[0][0], layers[0][1] = fold_batchnorm(layers[0][0], layers[0][1]), nn.Identity()
+    for downsample in layers[1:]:
+        downsample[0], downsample[1] = nn.Identity(), fold_batchnorm_into_next(downsample[0], downsample[1])
+    for layer in (m for m in folded.modules() if hasattr(m, "dwconv") and isinstance(getattr(m, "norm", None),
+                                                                                       nn.BatchNorm2d)):
+        layer.dwconv, layer.norm = fold_batchnorm(layer.dwconv, layer.norm), nn.Identity()
+    folded.backbone.norm = batchnorm_as_conv(folded.backbone.norm)
+    left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"BatchNorm layers this fold does not know: {', '.join(left)}")
+    return folded

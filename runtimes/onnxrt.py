@@ -23,13 +23,18 @@ def inference_session(path: Path | bytes, threads: int = 2):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not isinstance(path, bytes) and Path(path).suffix == ".ort":
+        # a Runtime-style .ort (exporters/converters/to_ort.py) holds optimisations to replay: as the app runs it
+        options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def intermediate_tensors(path: Path, x: np.ndarray, threads: int = 2, layout: str = "NCHW") -> Tensors:
     """Every float tensor the graph computes for ``x`` (1, 3, S, S) NCHW, in node order: the model with all
-    of them made graph outputs."""
+    of them made graph outputs. A .ort file cannot be edited so: its output boundary only."""
+    if Path(path).suffix == ".ort":
+        return [("joints", open_session(path, threads, layout).predict(x).astype(np.float32))]
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))

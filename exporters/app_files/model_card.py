@@ -55,7 +55,7 @@ def _arm64_section(manifest: Manifest) -> list[str]:
     if not measured:
         return ["## On the phone's CPU", "",
                 "Not verified on arm64 yet: `make arm64`, then `convnextpose verify OUT --arch arm64` judges every "
-                ".tflite and .onnx on emulated Cortex-A76 and Cortex-A53 cores and records the result here.", ""]
+                ".tflite, .onnx and .ort on emulated Cortex-A76 and Cortex-A53 cores and records the result here.", ""]
     from judging.golden import cpu_tolerance
 
     rows = []
@@ -64,11 +64,27 @@ def _arm64_section(manifest: Manifest) -> list[str]:
             diffs = ", ".join(f"{cpu} {px:.2g}" for cpu, px in a.cross_isa_input_px.items())
             rows.append((f"`{a.file}`", _where_verified(a), diffs, f"{cpu_tolerance(a, manifest).input_px:.2g}"))
     return ["## On the phone's CPU", "",
-            "Each .tflite and .onnx run again on emulated arm64 cores (qemu user mode, the runtimes' aarch64 builds, "
-            "one thread, the golden inputs) and judged with the same gates; the distance of their joints from this "
-            "machine's sets the golden CPU tolerance (judging/golden.py).", "",
+            "Each .tflite, .onnx and .ort run again on emulated arm64 cores (qemu user mode, the runtimes' aarch64 "
+            "builds, one thread, the golden inputs) and judged with the same gates; the distance of their joints "
+            "from this machine's sets the golden CPU tolerance (judging/golden.py).", "",
             format_table(("file", "verified on", "max distance from this machine's joints, input px",
                           "golden CPU tolerance, input px"), rows, markdown=True), ""]
+
+
+def _accelerator_section(manifest: Manifest) -> list[str]:
+    """Where each file runs accelerated, by each runtime's own checker (judging/readiness.py)."""
+    from judging.readiness import summary
+
+    rows = [(f"`{a.file}`", summary(a.readiness)) for a in manifest.artifacts if a.readiness]
+    if not rows:
+        return []
+    return ["## On the phone's accelerators", "",
+            "Asked of each runtime's own checker at export: ONNX Runtime's mobile usability checker (NNAPI, Core ML "
+            "NeuralNetwork and ML Program: \"whole\" is one partition holding every node; otherwise nodes taken), "
+            "TensorFlow's GPU-delegate analyzer and, for integer files, the ops that still compute in float (what "
+            "an NPU delegate hands back to the CPU), the Core ML target, ExecuTorch's XNNPACK delegation. A "
+            "checker's yes is a readiness check, not a run on the device.", "",
+            format_table(("file", "runs accelerated where"), rows, markdown=True), ""]
 
 
 def render(manifest: Manifest, bench: dict | None = None) -> str:
@@ -122,6 +138,7 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
                         "process per file." if bench else "not measured yet (`make bench`).")),
         "",
         *_arm64_section(manifest),
+        *_accelerator_section(manifest),
         "## Limitations",
         "",
         "- Core ML figures come from this project's reference evaluator (the saved model read back and run op by "

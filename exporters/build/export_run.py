@@ -21,6 +21,7 @@ from judging.cross_isa import host_record
 from judging.gates import Budgets, judge
 from judging.inputs import InputSet
 from judging.manifest import Artifact, Rejection
+from judging.readiness import lost, readiness
 from judging.references import References
 from models.checkpoint import LoadedCheckpoint
 from models.contract import InputContract
@@ -52,7 +53,7 @@ class ExportOptions:
     max_error_px: float | None = None  # cost budget of every reduced precision, input px (None: gates defaults)
     coreml_input: str | None = None  # "image" | "tensor"; None: image when the normalisation is folded
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
-    verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx on the emulated arm64 cores
+    verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx/.ort on the emulated arm64 cores
     verify_arch_timeout_s: float = DEFAULT_TIMEOUT_S  # seconds one file may take on one emulated core
 
 
@@ -82,6 +83,7 @@ class ExportRun:
     calibration: dict | None = None  # manifest record of the int8 calibration set
     calibration_choice: CalibrationChoice | None = None  # made once for every integer format
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # published file -> its joints on ``inputs``
+    extras: list[str] = field(default_factory=list)  # files a stage wrote beside its artifacts (an .ort's op list)
 
     @property
     def artifact_inputs(self) -> np.ndarray:
@@ -107,8 +109,16 @@ class ExportRun:
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+        try:
+            ready = readiness(kind.runtime, kind.arithmetic, path, details)
+        except Exception as exc:  # a checker that fails says nothing about the file, which is verified: it ships
+            ready = {"unchecked": f"{type(exc).__name__}: {exc}"[:300]}
+            log.warning("%s: accelerator readiness not checked: %s", path.name, ready["unchecked"])
+        missing = lost(ready) if kind.for_phones else []
+        if missing:
+            log.warning("%s: does not run whole on the phone's accelerators -- %s", path.name, "; ".join(missing))
         artifact = Artifact(path.name, kind.format, kind.precision, layout, shape, size, sha, kind.runtime,
-                            record, details or {}, (host_record(session.runtime, len(joints)),))
+                            record, details or {}, (host_record(session.runtime, len(joints)),), ready)
         self.artifacts.append(artifact)
         self.outputs[artifact.file] = joints
         log.info("%s: published (%s)", path.name, verdict.headline())

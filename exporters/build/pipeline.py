@@ -41,7 +41,7 @@ from judging.references import References
 from judging.verify import with_arm64_checks
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
 from models.contract import InputContract
-from models.folding import fold_normalization
+from models.folding import fold_normalization, without_batchnorm
 from models.spec import NUM_HEAD_LAYERS, spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
 from models.training.reference import CACHE_DIR, reference_checkpoint
@@ -90,7 +90,7 @@ def _golden_rows(run: ExportRun) -> list[int]:
 
 
 def _verify_arm64(run: ExportRun, manifest: Manifest) -> None:
-    """``--verify-arch arm64``: every published .tflite/.onnx judged again on the emulated phone cores, on the
+    """``--verify-arch arm64``: every published .tflite/.onnx/.ort judged again on the emulated phone cores, on the
     golden inputs (judging/cross_isa.py); a file failing on any core is rejected, the others carry the records."""
     rows = _golden_rows(run)
     refs = run.references.subset(np.asarray(rows))
@@ -209,6 +209,9 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
     spec = loaded.spec
     contract = InputContract.for_spec(spec, options.fold_normalization)
     model = fold_normalization(loaded.build_model()) if options.fold_normalization else loaded.build_model()
+    # every converter gets the BatchNorm-free form: ORT's NNAPI / Core ML providers reject a lone BatchNorm, and
+    # PT2E's conv+BN fold is most of ExecuTorch's int8 lowering time
+    model = without_batchnorm(model)
     inputs = inputs_for(loaded, options.images_dir, options.seed)
     references = References.of(loaded, inputs.images)
     log.info("loaded %s (%s, %s params); verification set: %d inputs; fp32 noise floor %.2g heatmap px",
@@ -239,7 +242,7 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
         def record() -> Manifest:
             return Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
                                   gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
-                                  extras=(GOLDEN_DIR, model_card.MODEL_CARD))
+                                  extras=(*run.extras, GOLDEN_DIR, model_card.MODEL_CARD))
 
         if options.verify_arch == "arm64" and run.artifacts:
             t0 = time.perf_counter()

@@ -24,13 +24,15 @@ from exporters.converters import (
     to_executorch,
     to_onnx,
     to_onnx_int8,
+    to_ort,
     to_tflite,
     to_tflite_int8,
 )
 from exporters.converters.calibration import CalibrationChoice, choose_calibration
 from exporters.converters.mobile_graph import for_xnnpack
+from exporters.converters.onnx_mobile import for_mobile_providers
 from exporters.converters.simplify import simplify_onnx
-from exporters.formats import TARGETS, ArtifactKind, ExportFormat
+from exporters.formats import TARGETS, ArtifactKind, ExportFormat, find_kind
 from judging.gates import OVER_BUDGET
 from judging.judged_rows import CALIBRATED
 from judging.parity import parity_stats
@@ -74,9 +76,35 @@ def build_onnx_int8(run: ExportRun, fmt: ExportFormat) -> None:
     calibration = run.contract.prepare(choice.calibration.images.transpose(0, 3, 1, 2))
     details = to_onnx_int8.quantize_qdq(source, path, calibration)
     proto = onnx.load(str(path))
+    details["mobile_rewrites"] = for_mobile_providers(proto)  # the quantiser may bring Constant nodes back
     to_onnx.set_metadata(proto, run.metadata)
     onnx.save(proto, str(path))
     run.verify(path, kind, {**details, "calibration_sha256": choice.calibration.sha256}, judged=choice.judged)
+
+
+def build_ort(run: ExportRun, fmt: ExportFormat) -> None:
+    """ORT Mobile files of the verified simplified ONNX and int8 ONNX (to_ort), each verified in ONNX Runtime as
+    the app loads it, and the operator configuration of a reduced ORT build that runs them."""
+    sources: dict[Path, Path] = {}
+    for kind, source_kind in zip(fmt.artifacts, (find_kind("onnx-simplified", "fp32"), find_kind("onnx", "int8-qdq"))):
+        source = run.published(source_kind.format, source_kind.precision)
+        if source is not None:
+            sources[run.staging / source.file] = run.path_for(kind)
+        elif (source_kind.format, source_kind.precision) in run.skipped_kinds or not run.settled(source_kind):
+            # its source was not built on purpose, or not asked for
+            run.skipped_kinds.add((kind.format, kind.precision))
+            run.skipped[f"ort-{kind.precision}"] = f"no {source_kind.file_name(run.stem)} in this export to convert"
+        else:
+            run.reject(kind, NOT_BUILT, f"it is converted from {source_kind.file_name(run.stem)}, which was not "
+                                        "published")
+    if not sources:
+        return
+    config = run.staging / f"{run.stem}.required_operators.config"
+    record = to_ort.convert(sources, config)
+    published = [run.verify(dst, kind, {**record, "source": src.name})
+                 for kind in fmt.artifacts for src, dst in sources.items() if dst == run.path_for(kind)]
+    if any(published):
+        run.extras.append(config.name)
 
 
 def prepare_calibration(run: ExportRun) -> None:

@@ -57,10 +57,11 @@ class SplitDepthwise7x7(nn.Module):
 
 
 def for_xnnpack(model: ConvNeXtPose) -> tuple[ConvNeXtPose, list[str]]:
-    """A copy with every block's 7x7 depthwise conv (+ its BatchNorm) split; returns the rewrites applied."""
+    """A copy with every block's 7x7 depthwise conv (+ its BatchNorm, unless already folded) split; returns
+    the rewrites applied."""
     mobile = copy.deepcopy(model).eval()
     blocks = [m for m in mobile.modules() if isinstance(m, Block)]
     for block in blocks:
-        block.dwconv = SplitDepthwise7x7(fold_batchnorm(block.dwconv, block.norm))
-        block.norm = nn.Identity()
+        conv = fold_batchnorm(block.dwconv, block.norm) if isinstance(block.norm, nn.BatchNorm2d) else block.dwconv
+        block.dwconv, block.norm = SplitDepthwise7x7(conv), nn.Identity()
     return mobile, [f"{SPLIT_DEPTHWISE_7X7}: {len(blocks)} blocks"] if blocks else []

@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 
 from common.errors import ExportError
+from exporters.converters.onnx_mobile import for_mobile_providers
 from exporters.converters.to_onnx import set_metadata
 
 SIMPLIFIERS = ("onnxsim", "onnxslim")
@@ -27,10 +28,12 @@ def simplify_onnx(src: Path, dst: Path, simplifier: str, metadata: dict[str, str
         simplified = onnxslim.slim(proto)
     else:
         raise ExportError(f"unknown simplifier {simplifier!r}; choose from {', '.join(SIMPLIFIERS)}")
+    rewrites = for_mobile_providers(simplified)  # the phone's ONNX file: one partition for NNAPI / Core ML
     set_metadata(simplified, metadata)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, str(dst))
     ops: dict[str, int] = {}
     for node in simplified.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"simplifier": simplifier, "nodes_before": before, "nodes_after": len(simplified.graph.node), "ops": ops}
+    return {"simplifier": simplifier, "nodes_before": before, "nodes_after": len(simplified.graph.node), "ops": ops,
+            "mobile_rewrites": rewrites}

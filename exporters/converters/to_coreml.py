@@ -170,7 +170,7 @@ def export_coreml(
             **kwargs,
         )
     details = {"convert_to": target.convert_to, "minimum_deployment_target": target.min_target,
-               "input_type": input_kind}
+               "compute_precision": target.compute_precision, "input_type": input_kind}
     if target.compression:
         compress, config, describe = _compression_config(target)
         with hushed():
@@ -180,8 +180,7 @@ def export_coreml(
         if not constexpr:
             raise RuntimeError(f"{target.precision}: coremltools compressed no weight (threshold "
                                f"{target.weight_threshold} elements)")
-        details |= {"compute_precision": target.compute_precision,
-                    "compression": describe | {"constexpr_ops": constexpr}}
+        details |= {"compression": describe | {"constexpr_ops": constexpr}}
         log.debug("Core ML %s: %s", target.precision, constexpr)
     mlmodel.author = "convnextpose-export"
     mlmodel.short_description = f"ConvNeXtPose {metadata['variant']} 3D human pose ({target.precision}" + (

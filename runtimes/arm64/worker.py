@@ -55,6 +55,8 @@ def open_predict(req: dict):
         options = ort.SessionOptions()
         options.intra_op_num_threads = req["threads"]
         options.inter_op_num_threads = 1
+        if req["artifact"].endswith(".ort"):  # as runtimes/onnxrt.py: replay the file's saved optimisations
+            options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
         session = ort.InferenceSession(req["artifact"], options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {req["input_name"]: to_layout(x)})[0]
     raise SystemExit(f"runtime {req['runtime']!r} does not run on the arm64 target")

@@ -60,7 +60,12 @@ def test_reports_are_written(bench):
     out, result = bench
     assert json.loads((out / BENCH_JSON).read_text())["variant"] == "XS"
     md = (out / BENCH_MD).read_text()
-    assert md.count("\n| ") == len(result["backends"]) + 1  # header + one row per backend
+    main_table, _, readiness = md.partition("Runs accelerated where")
+    assert main_table.count("\n| ") == len(result["backends"]) + 1  # header + one row per backend
+    # every file (PyTorch is none) in the readiness table, with its checker's answer
+    assert readiness.count(" | `convnextpose-XS") == len(result["backends"]) - 1
+    assert ("| onnxruntime-simplified | `convnextpose-XS.sim.onnx` | NNAPI whole; Core ML NN whole; Core ML MLP "
+            "whole |") in readiness
     assert "| tflite-fp16 | tflite | fp16 |" in md and "❎" in md
     for png in ("bench_latency.png", "bench_joint_error.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
@@ -113,7 +118,7 @@ def test_demo_draws_one_panel_per_runnable_backend(bench, tmp_path):
     photo = DEFAULT_IMAGES_DIR / "00001.jpg"
     assert main(["demo", str(photo), "--out", str(out), "--output", str(png)]) == 0
     with Image.open(png) as img:
-        assert img.size == (384 * 7, 384)  # pytorch, 2x onnxruntime, 2x tflite, 2x Core ML
+        assert img.size == (384 * 8, 384)  # pytorch, 2x onnxruntime, .ort, 2x tflite, 2x Core ML
 
 
 def test_bench_without_an_export_is_a_clear_error(tmp_path, capsys):

@@ -40,7 +40,7 @@ def _listed(manifest: dict) -> set[str]:
     return {a["file"] for a in manifest["artifacts"]} | set(manifest["extras"]) | {MANIFEST_NAME}
 
 
-FP32 = {("onnx", "fp32"), ("onnx-simplified", "fp32"), ("tflite", "fp32"), ("coreml-mlmodel", "fp32")}
+FP32 = {("onnx", "fp32"), ("onnx-simplified", "fp32"), ("ort", "fp32"), ("tflite", "fp32"), ("coreml-mlmodel", "fp32")}
 FP16 = {("tflite", "fp16"), ("coreml-mlpackage", "fp16")}
 
 
@@ -111,7 +111,7 @@ def test_manifest_describes_exactly_what_is_on_disk(xs_export):
     assert manifest["output"]["shape"] == [1, 18, 3]
     assert {"torch", "onnx2tf", "tensorflow", "coremltools"} <= set(manifest["versions"])
     assert {"load", "onnx", "tflite", "coreml", "total"} <= set(manifest["stage_seconds"])
-    assert manifest["extras"] == ["golden", "MODEL_CARD.md"]
+    assert manifest["extras"] == ["convnextpose-XS.required_operators.config", "golden", "MODEL_CARD.md"]
     assert _listed(manifest) == _files(out)  # nothing half-written, nothing unlisted
     for art in manifest["artifacts"]:
         assert (art["bytes"], art["sha256"]) == path_digest(out / art["file"])
@@ -133,9 +133,10 @@ def test_tflite_contract_signature_builtin_ops_and_metadata(xs_export):
         assert meta["checkpoint_sha256"] == load_checkpoint(ckpt).sha256
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     for art in (a for a in manifest["artifacts"] if a["format"] == "tflite"):
-        # the XNNPACK rewrite: 3 depthwise convs per block (12 XS blocks) + 3 in the head
+        # the XNNPACK rewrite: 3 depthwise convs per block (12 XS blocks) + 3 in the head + the backbone's last
+        # BatchNorm as a 1x1 depthwise conv (models/folding.without_batchnorm)
         assert "12 blocks" in art["details"]["graph_rewrites"][0]
-        assert art["details"]["ops"]["DEPTHWISE_CONV_2D"] == 3 * 12 + 3
+        assert art["details"]["ops"]["DEPTHWISE_CONV_2D"] == 3 * 12 + 3 + 1
         assert json.loads(meta["joint_names"])[0] == "Pelvis"
     assert METADATA_NAME
 
@@ -300,7 +301,7 @@ def test_custom_64_cubed_legacy_head_export_with_dynamic_batch(tmp_path):
     assert result.manifest.checkpoint["head_key_style"] == "legacy-indices"
     assert result.manifest.normalization_folded is False
     # every fp32 artifact is correct; the fp16 one may be over its budget on these untrained weights
-    assert {(a.format, a.precision) for a in result.artifacts} >= FP32 - {("coreml-mlmodel", "fp32")}
+    assert {(a.format, a.precision) for a in result.artifacts} >= FP32 - {("coreml-mlmodel", "fp32"), ("ort", "fp32")}
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tmp_path / "out" / "convnextpose-custom.onnx"))

@@ -108,10 +108,10 @@ def arm64_verified(xs_int8_export, tmp_path_factory):
 
 
 @ARM64
-def test_every_tflite_and_onnx_passes_on_both_cores_and_is_recorded(arm64_verified):
+def test_every_tflite_onnx_and_ort_passes_on_both_cores_and_is_recorded(arm64_verified):
     out, before, manifest, checks = arm64_verified
-    expected = {a.file for a in manifest.artifacts if a.file.endswith((".tflite", ".onnx"))}
-    assert set(checks) == expected and len(expected) == 8
+    expected = {a.file for a in manifest.artifacts if a.file.endswith((".tflite", ".onnx", ".ort"))}
+    assert set(checks) == expected and len(expected) == 10
     for file, per_cpu in checks.items():
         assert [c.cpu for c in per_cpu] == [m.qemu_cpu for m in target.CPU_MODELS]
         for c in per_cpu:
