@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmarks.significance import P99Difference
 from common.errors import ConvNeXtPoseError
 from common.tables import format_table
+from judging.gates import interval_cell
 
 BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
 STATUS_MARK = {"passed": "✅", "parity only": "❎", "failed": "❌"}
@@ -69,12 +70,15 @@ def markdown(bench: dict) -> str:
             notes.append(f"- {row['backend']}: rejected, {verdict['reason']}")
         rows.append((row["backend"], row["format"], row["precision"], _fmt(row["size_mb"] or None, ".1f"),
                      STATUS_MARK[row["status"]], _fmt(par and par["p99_input_px"], ".2g"),
+                     (interval_cell(verdict) + (f" {verdict['cost_verdict']}" if verdict.get("cost_verdict") else ""))
+                     or "-",
                      _fmt(par and par["max_input_px"], ".2g"), _fmt(par and par["p99_depth_mm"], ".2g"),
                      _fmt(par and par["pck_1_input_px"], ".3f"), _fmt(verdict.get("budget_input_px"), "g"),
                      _fmt(lat and lat["p50_ms"], ".2f"), _fmt(lat and lat["p90_ms"], ".2f"),
                      _fmt(lat and lat["fps"], ".1f"), _fmt(row.get("ratio_to_ort"), ".2f"),
                      _fmt(row.get("ratio_to_tflite_fp32"), ".2f")))
-    lines.append(format_table(("backend", "format", "precision", "size MB", "status", "p99 input px", "max input px",
+    lines.append(format_table(("backend", "format", "precision", "size MB", "status", "p99 input px",
+                               "p99 95 % interval, vs budget", "max input px",
                                "depth p99 mm", "PCK@1px", "budget px", "p50 ms", "p90 ms", "FPS", "ratio to ORT",
                                "ratio to TFLite fp32"), rows, markdown=True))
     if roof.get("ort_gflops"):

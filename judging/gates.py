@@ -13,6 +13,13 @@
 
 An artifact is published when it answers both; otherwise it is rejected with the reason and the
 figures, and the others are still published.
+
+A p99 over a few images rests on a handful of joints, so each cost comes with its 95 % interval (a
+bootstrap over images) and a kind: ``within`` (the whole interval inside the budget), ``over`` (all of
+it above) or ``borderline`` (straddling: inside or over depending on which images were drawn). The
+export judges a borderline cost on more images until the interval decides (exporters/build/export_run.py);
+one still borderline at the cap is decided by its p99, as before, and labelled borderline wherever it
+appears.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from judging.parity import ParityStats, parity_stats
+from judging.parity import ParityStats, input_px_errors, parity_stats
 from judging.references import EMULATIONS, References
 
 #: fp32 artifacts: allowed deviation from the exact reference, in multiples of the noise floor.
@@ -50,6 +57,47 @@ EMULATION_FACTOR = 4.0
 
 CONVERSION_ERROR = "conversion error"
 OVER_BUDGET = "precision cost over budget"
+
+#: The cost's interval: 95 %, a bootstrap over images (the joints of one image err together, so images are
+#: resampled with all their joints), seeded so one set of outputs always gets one interval.
+INTERVAL_LEVEL = 0.95
+INTERVAL_RESAMPLES = 2000
+#: What the interval says of the budget: all of it within, all of it over, or straddling it.
+WITHIN, OVER, BORDERLINE = "within", "over", "borderline"
+
+
+@dataclass(frozen=True)
+class CostInterval:
+    """The 95 % interval of a p99 cost, input px, and what it rests on."""
+
+    low_input_px: float
+    high_input_px: float
+    images: int
+    joints: int  # per image
+    level: float = INTERVAL_LEVEL
+    resamples: int = INTERVAL_RESAMPLES
+
+    def kind(self, budget: float) -> str:
+        if self.high_input_px <= budget:
+            return WITHIN
+        return OVER if self.low_input_px > budget else BORDERLINE
+
+    def cell(self) -> str:
+        return f"[{self.low_input_px:.3g}, {self.high_input_px:.3g}]"
+
+    def describe(self) -> str:
+        return (f"{self.level:.0%} interval {self.cell()} over {self.images} images x {self.joints} joints "
+                f"(bootstrap over images)")
+
+
+def cost_interval(errors: np.ndarray, resamples: int = INTERVAL_RESAMPLES, seed: int = 0) -> CostInterval:
+    """``errors`` (images, joints): 2-D joint errors in input px; the interval of their p99."""
+    n, joints = errors.shape
+    rows = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    p99s = np.percentile(errors[rows].reshape(resamples, -1), 99, axis=1)
+    tail = (1 - INTERVAL_LEVEL) / 2 * 100
+    low, high = np.percentile(p99s, [tail, 100 - tail])
+    return CostInterval(float(low), float(high), int(n), int(joints), INTERVAL_LEVEL, resamples)
 
 
 @dataclass(frozen=True)
@@ -108,6 +156,13 @@ class Verdict:
     sensitivity: ParityStats | None  # PyTorch run at the same precision, where it can be
     parity: ParityStats  # every input vs PyTorch fp32
     reason: str | None = None  # None when published
+    interval: CostInterval | None = None  # of the cost, for artifacts held to a budget
+
+    @property
+    def kind(self) -> str | None:
+        """within / over / borderline: where the cost's interval lies against the budget (None: no budget)."""
+        return None if self.interval is None or self.budget_input_px is None else self.interval.kind(
+            self.budget_input_px)
 
     @property
     def published(self) -> bool:
@@ -118,7 +173,9 @@ class Verdict:
         if self.conversion:
             c = self.conversion
             return f"fp32 check {c.max_input_px:.2g} <= {c.tolerance_input_px:.2g} input px"
-        return f"cost p99 {self.cost.p99_input_px:.2g} <= {self.budget_input_px:g} input px"
+        interval = f" {self.interval.cell()}" if self.interval else ""
+        label = f", {BORDERLINE}" if self.kind == BORDERLINE else ""
+        return f"cost p99 {self.cost.p99_input_px:.2g}{interval} <= {self.budget_input_px:g} input px{label}"
 
     def describe(self) -> str:
         parts = []
@@ -127,6 +184,8 @@ class Verdict:
         if self.budget_input_px is not None:
             within = self.cost.p99_input_px <= self.budget_input_px
             parts.append(f"cost {self.cost.describe()} {'<=' if within else '>'} budget {self.budget_input_px:g} px")
+            if self.interval:
+                parts.append(f"{self.interval.describe()}: {self.kind}")
             if self.sensitivity:
                 parts.append(f"PyTorch itself at this precision: p99 {self.sensitivity.p99_input_px:.3g} input px")
         return "; ".join(parts)
@@ -144,7 +203,15 @@ class Verdict:
             "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
             "sensitivity_of": EMULATIONS.get(self.arithmetic),
             "parity": self.parity.to_dict(),
+            "cost_interval": asdict(self.interval) if self.interval else None,
+            "cost_verdict": self.kind,
         }
+
+
+def interval_cell(verdict: dict) -> str:
+    """A recorded verdict's cost interval, "[low, high]" (input px), or "" when it has none."""
+    recorded = verdict.get("cost_interval")
+    return CostInterval(**recorded).cell() if recorded else ""
 
 
 def beyond_emulation(cost: ParityStats, sensitivity: ParityStats | None) -> bool:
@@ -179,6 +246,8 @@ def judge(candidate: np.ndarray, arithmetic: str, refs: References, judged: np.n
     sensitivity = parity_stats(refs.emulated(arithmetic)[judged], refs.fp32[judged], spec) \
         if arithmetic in EMULATIONS else None
     conversion = conversion_check(candidate, refs) if arithmetic == "fp32" else None
+    interval = cost_interval(input_px_errors(candidate[judged], refs.fp32[judged], spec)) \
+        if budget is not None and np.isfinite(candidate).all() else None
     reason = None
     if not np.isfinite(candidate).all():
         reason = f"{CONVERSION_ERROR}: non-finite outputs"
@@ -186,4 +255,4 @@ def judge(candidate: np.ndarray, arithmetic: str, refs: References, judged: np.n
         reason = CONVERSION_ERROR
     elif budget is not None and cost.p99_input_px > budget:
         reason = CONVERSION_ERROR if beyond_emulation(cost, sensitivity) else OVER_BUDGET
-    return Verdict(arithmetic, conversion, cost, budget, sensitivity, parity, reason)
+    return Verdict(arithmetic, conversion, cost, budget, sensitivity, parity, reason, interval)

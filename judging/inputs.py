@@ -37,6 +37,11 @@ class InputSet:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def with_more(self, more: "InputSet") -> "InputSet":
+        """This set followed by ``more`` (its photos, if any, must be this set's)."""
+        return InputSet(np.concatenate([self.images, more.images]), self.sources + more.sources, self.photo_digests,
+                        self.photos_dir)
+
     def photo_row_digests(self) -> list[str | None]:
         """Per row: the content digest of the photo it was cropped from (None for other groups)."""
         return [self.photo_digests.get(s.split(":", 1)[0]) if m else None
@@ -99,12 +104,20 @@ def random_inputs(n: int, size: int, seed: int) -> InputSet:
     return InputSet(images, tuple(f"{RANDOM_PREFIX}seed{seed}:{i}" for i in range(n)))
 
 
-def synthetic_inputs(spec: ModelSpec, n: int, seed: int) -> InputSet:
-    """Images 0..n-1 of the synthetic task's evaluation split (never used in training)."""
+def synthetic_inputs(spec: ModelSpec, n: int, seed: int, start: int = 0) -> InputSet:
+    """Images start..start+n-1 of the synthetic task's evaluation split (never used in training); each
+    image depends on its index only, so a set extended later holds the same first images."""
     from models.synthetic.task import EVAL, render_batch
 
-    images = render_batch(spec, seed, 0, n, EVAL).images.numpy()
-    return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(n)))
+    images = render_batch(spec, seed, start, n, EVAL).images.numpy()
+    return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(start, start + n)))
+
+
+def more_judged_images(spec: ModelSpec, inputs: InputSet, n: int, seed: int) -> InputSet:
+    """The ``n`` synthetic evaluation images that follow ``inputs``' own: more images of the kind a
+    borderline cost is judged on (exporters/build/export_run.py), rebuilt the same by `verify`."""
+    first = int(inputs.group_masks().get("synthetic", np.zeros(0, bool)).sum())
+    return synthetic_inputs(spec, n, seed, start=first)
 
 
 def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,

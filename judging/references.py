@@ -191,6 +191,15 @@ class References:
         sub._emulated = {k: v[rows] for k, v in self._emulated.items()}
         return sub
 
+    def extended(self, more_rgb01: np.ndarray) -> "References":
+        """These references on this set followed by ``more_rgb01``: the network runs on the new images only,
+        and the noise floor stays the one measured here (the fp32 gate is not judged on extensions)."""
+        more = References(self.model, np.concatenate([self.rgb01, more_rgb01]))
+        with torch.no_grad():
+            logits = self._copy().heatmaps(torch.from_numpy(normalise(more_rgb01))).numpy()
+        more.__dict__.update(_logits=np.concatenate([self._logits, logits]), noise_px=self.noise_px)
+        return more
+
     def emulated(self, arithmetic: str) -> np.ndarray:
         """Joints of the PyTorch emulation of ``arithmetic`` (see EMULATIONS)."""
         if arithmetic not in self._emulated:

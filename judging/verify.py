@@ -14,7 +14,7 @@ from common.errors import ManifestError
 from judging import golden
 from judging.cross_isa import CpuCheck, judged_golden_rows, verify_on_arm64
 from judging.gates import Budgets, Verdict, judge
-from judging.inputs import InputSet, recorded_inputs
+from judging.inputs import InputSet, more_judged_images, recorded_inputs
 from judging.judged_rows import judged_mask_for
 from judging.manifest import Artifact, Manifest
 from judging.references import References
@@ -26,10 +26,20 @@ def budgets_of(manifest: Manifest) -> Budgets:
     return Budgets(**manifest.gates["budgets_input_px"])
 
 
-def judge_artifact(manifest: Manifest, art: Artifact, joints, refs: References, inputs: InputSet) -> Verdict:
-    """The verdict on an exported artifact's joints, with the arithmetic and budgets its export used."""
-    return judge(joints, art.verdict["arithmetic"], refs, judged_mask_for(manifest, inputs, art.precision),
-                 budgets_of(manifest))
+def judge_artifact(manifest: Manifest, art: Artifact, joints, refs: References, inputs: InputSet,
+                   as_exported: bool = False) -> Verdict:
+    """The verdict on an exported artifact's joints, with the arithmetic and budgets its export used.
+    ``as_exported``: on the judged images its export judged it on (the first ones of its judged rows, as
+    many as its verdict counts), not every judged row of ``inputs`` (the bench judges on more)."""
+    judged = judged_mask_for(manifest, inputs, art.precision)
+    if as_exported:
+        judged &= np.cumsum(judged) <= art.verdict["cost"]["n_inputs"]
+    return judge(joints, art.verdict["arithmetic"], refs, judged, budgets_of(manifest))
+
+
+def judged_images_needed(manifest: Manifest) -> int:
+    """The most judged images any artifact of the export was judged on (borderline costs get more)."""
+    return max((a.verdict["cost"]["n_inputs"] for a in manifest.artifacts), default=0)
 
 
 def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int = 2, rehash: bool = True) -> list[dict]:
@@ -44,11 +54,18 @@ def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int 
     loaded = manifest.load_checkpoint()
     inputs = recorded_inputs(loaded, manifest.verification, images_dir)
     refs = References.of(loaded, inputs.images)
-    fed = inputs.images if manifest.normalization_folded else normalise(inputs.images)
+    base_judged = int(inputs.judged_mask().sum())
+    extended = None  # the set with the extra images borderline costs were judged on, if any
+    if judged_images_needed(manifest) > base_judged and inputs.judged_group == "synthetic":
+        more = more_judged_images(loaded.spec, inputs, judged_images_needed(manifest) - base_judged,
+                                  manifest.verification["seed"])
+        extended = (inputs.with_more(more), refs.extended(more.images))
     checks = []
     for art in manifest.artifacts:
         session = open_session(art.runtime, out_dir / art.file, threads, art.layout)
-        verdict = judge_artifact(manifest, art, session.run_all(fed), refs, inputs)
+        on, on_refs = extended if extended and art.verdict["cost"]["n_inputs"] > base_judged else (inputs, refs)
+        fed = on.images if manifest.normalization_folded else normalise(on.images)
+        verdict = judge_artifact(manifest, art, session.run_all(fed), on_refs, on, as_exported=True)
         by = {} if session.timed else {"evaluated_by": session.runtime}
         checks.append({"file": art.file, "runtime": session.runtime, **verdict.to_dict(), **by})
     return checks

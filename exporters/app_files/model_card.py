@@ -8,6 +8,7 @@ from pathlib import Path
 from common.files import write_atomic
 from common.tables import format_table
 from exporters.app_files.metadata import CODE_LICENSE
+from judging.gates import BORDERLINE, interval_cell
 from judging.manifest import Manifest
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -31,8 +32,10 @@ def _artifact_rows(manifest: Manifest, bench: dict | None) -> list[tuple]:
     rows = []
     for a in manifest.artifacts:
         v = a.verdict
+        borderline = " (borderline)" if v.get("cost_verdict") == BORDERLINE else ""
         check = (f"fp32 check {v['conversion']['max_input_px']:.2g} <= {v['conversion']['tolerance_input_px']:.2g}"
-                 if v["conversion"] else f"cost p99 {v['cost']['p99_input_px']:.2g} <= {v['budget_input_px']:g}")
+                 if v["conversion"] else f"cost p99 {v['cost']['p99_input_px']:.2g} {interval_cell(v)} <= "
+                 f"{v['budget_input_px']:g}{borderline}")
         by = " (reference evaluator)" if v.get("evaluated_by") else ""
         rows.append((f"`{a.file}`", a.format, a.precision, f"{a.bytes / 1e6:.1f}", check + by,
                      f"{v['cost']['p99_depth_mm']:.2g}", f"{p50[a.file]:.2f}" if a.file in p50 else "-"))
@@ -129,7 +132,9 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
         "",
         f"Each file judged here against PyTorch (README \"Parity tolerances\"): fp32 files against the exact "
         f"reference within 10× this checkpoint's fp32 noise floor; fp16 and integer files by their cost, the p99 "
-        f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs, against a budget.",
+        f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs, against a budget, with its 95 % "
+        "interval (a bootstrap over the images): an interval that straddles the budget is labelled borderline -- "
+        "whether such a file is within its budget depends on which images were drawn.",
         "",
         format_table(("file", "format", "precision", "MB", "check (input px)", "depth p99 mm", "p50 ms"),
                      _artifact_rows(manifest, bench), markdown=True),

@@ -18,8 +18,8 @@ from common.files import path_digest
 from exporters.converters.calibration import CalibrationChoice
 from exporters.formats import ArtifactKind
 from judging.cross_isa import host_record
-from judging.gates import Budgets, judge
-from judging.inputs import InputSet
+from judging.gates import BORDERLINE, Budgets, Verdict, judge
+from judging.inputs import InputSet, more_judged_images
 from judging.manifest import Artifact, Rejection
 from judging.readiness import lost, readiness
 from judging.references import References
@@ -62,6 +62,10 @@ class ExportOptions:
         return self.coreml_input or ("image" if self.fold_normalization else "tensor")
 
 
+#: A borderline cost is judged on up to this many images (S: 80 synthetic images cost ~6 s more per file).
+MAX_JUDGED_IMAGES = 80
+
+
 @dataclass
 class ExportRun:
     """State shared by the stages of one export."""
@@ -84,6 +88,8 @@ class ExportRun:
     calibration_choice: CalibrationChoice | None = None  # made once for every integer format
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # published file -> its joints on ``inputs``
     extras: list[str] = field(default_factory=list)  # files a stage wrote beside its artifacts (an .ort's op list)
+    #: extra judged images drawn for borderline costs -> (those images, references on the extended set)
+    extensions: dict[int, tuple[InputSet, References]] = field(default_factory=dict)
 
     @property
     def artifact_inputs(self) -> np.ndarray:
@@ -102,6 +108,8 @@ class ExportRun:
         joints = session.run_all(self.artifact_inputs)
         judged = self.inputs.judged_mask() if judged is None else judged
         verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets)
+        if verdict.kind == BORDERLINE:
+            verdict = self._judge_on_more_images(path.name, session, joints, judged, kind.arithmetic, verdict)
         record = verdict.to_dict() | ({} if session.timed else {"evaluated_by": session.runtime})
         if not verdict.published:  # its file stays in staging (a later stage may build on it) and is not published
             self.reject(kind, verdict.reason, verdict.describe(), record)
@@ -123,6 +131,34 @@ class ExportRun:
         self.outputs[artifact.file] = joints
         log.info("%s: published (%s)", path.name, verdict.headline())
         return artifact
+
+    def _judge_on_more_images(self, name: str, session, joints: np.ndarray, judged: np.ndarray, arithmetic: str,
+                              verdict: Verdict) -> Verdict:
+        """A cost whose interval straddles the budget, judged again on more images of the judged kind (the
+        synthetic task's evaluation split, for weights trained on it), doubling until the interval decides
+        or MAX_JUDGED_IMAGES; the images depend on their index only, so `verify` rebuilds the same ones."""
+        if self.inputs.judged_group != "synthetic":
+            return verdict  # photo-judged exports: no more images of that kind yet
+        drawn = 0  # extra images so far
+        while verdict.kind == BORDERLINE and int(judged.sum()) < MAX_JUDGED_IMAGES:
+            step = min(2 * int(judged.sum()), MAX_JUDGED_IMAGES) - int(judged.sum())
+            drawn += step
+            more, refs = self._more_images(drawn)
+            joints = np.concatenate([joints, session.run_all(self.contract.prepare(more.images[-step:]))])
+            judged = np.concatenate([judged, np.ones(step, dtype=bool)])
+            verdict = judge(joints, arithmetic, refs, judged, self.budgets)
+            judged_n = int(judged.sum())
+            log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s, %s", name, judged_n,
+                     verdict.cost.p99_input_px, verdict.interval.cell(), verdict.kind)
+        return verdict
+
+    def _more_images(self, extra: int) -> tuple[InputSet, References]:
+        """The next ``extra`` synthetic evaluation images after the verification set's, and the references on
+        the set extended by them (cached: files judged in one process share them)."""
+        if extra not in self.extensions:
+            more = more_judged_images(self.loaded.spec, self.inputs, extra, self.options.seed)
+            self.extensions[extra] = (more, self.references.extended(more.images))
+        return self.extensions[extra]
 
     def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None,
                details: dict | None = None) -> None:

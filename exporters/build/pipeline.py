@@ -33,7 +33,7 @@ from exporters.converters import to_onnx
 from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, get_format, resolve_formats
 from judging.cross_isa import judged_golden_rows, verify_on_arm64
-from judging.gates import EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets
+from judging.gates import BORDERLINE, EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets, interval_cell
 from judging.golden import GOLDEN_DIR
 from judging.inputs import inputs_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
@@ -343,7 +343,9 @@ def _verdict_cells(v: dict) -> tuple[str, str, str]:
         f"{conv['max_input_px']:.2g} > {conv['tolerance_input_px']:.2g}" if conv else "-")
     cost = v["cost"]["p99_input_px"]
     budget = v.get("budget_input_px")
-    cost_cell = f"{cost:.2g}" + (f" {'<=' if cost <= budget else '>'} {budget:g}" if budget is not None else "")
+    cost_cell = f"{cost:.2g}" + (f" {interval_cell(v)}" if v.get("cost_interval") else "") + (
+        f" {'<=' if cost <= budget else '>'} {budget:g}" if budget is not None else "") + (
+        f" ({BORDERLINE})" if v.get("cost_verdict") == BORDERLINE else "")
     sens = v.get("sensitivity")
     return check, cost_cell, f"{sens['p99_input_px']:.2g}" if sens else "-"
 
@@ -360,7 +362,7 @@ def summary_table(manifest: Manifest, out_dir: Path) -> str:
     for r in manifest.rejected:
         cells = _verdict_cells(r.verdict) if r.verdict else ("-", "-", "-")
         rows.append((r.file, r.format, r.precision, "-", *cells, f"REJECTED: {r.reason}"))
-    table = format_table(("file", "format", "precision", "MB", "fp32 check, input px", "cost p99 input px",
+    table = format_table(("file", "format", "precision", "MB", "fp32 check, input px", "cost p99 [95 % interval] px",
                           "PyTorch same precision", "status"), rows)
     title = f"ConvNeXtPose {manifest.spec.name} -> {out_dir}"
     info = manifest.checkpoint.get("synthetic_info")

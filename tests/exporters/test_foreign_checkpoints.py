@@ -92,7 +92,7 @@ def test_untrained_released_layout_s_without_a_marker(tmp_path, capsys):
     code, manifest = _export(capsys, ckpt, tmp_path / "S", "--variant", "S")
     requested = FP32 | {("tflite", "fp16"), ("coreml-mlpackage", "fp16"), ("tflite", "int8-dynamic"),
                         ("tflite", "int8-w8a8-mixed"), ("tflite", "int8-w8a8-pw"), ("coreml-mlpackage", "int8-weights"),
-                        ("onnx", "int8-qdq")}
+                        ("onnx", "int8-qdq"), ("ort", "fp32"), ("ort", "int8-qdq")}
     _assert_honest(code, manifest, requested)
     assert manifest["checkpoint"]["synthetic"] is False and manifest["verification"]["judged_on"] == "photos"
 
