@@ -72,6 +72,7 @@ def test_reports_are_written(bench):
 
 
 @pytest.mark.e2e
+@pytest.mark.campaign  # two more bench runs (~26 s): in the campaign tier, so make test stays within 10 minutes
 def test_a_drifted_backend_is_refused_then_marked_failed(bench, xs_int8_export, tmp_path):
     """Replace the fp16 TFLite by one exported from other weights (the shipped reference XS): the bench refuses
     to time a file that is not the verified one; with the manifest's hash edited too, its own gate fails the row."""
