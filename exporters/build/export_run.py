@@ -62,7 +62,7 @@ class ExportOptions:
         return self.coreml_input or ("image" if self.fold_normalization else "tensor")
 
 
-#: A borderline cost is judged on up to this many images (S: 80 synthetic images cost ~6 s more per file).
+#: A borderline cost is judged on up to this many images (S: each doubling ~3 s, PyTorch on the new images included).
 MAX_JUDGED_IMAGES = 80
 
 
