@@ -87,29 +87,20 @@ def tflite_readiness(path: Path, integer: bool) -> dict[str, Any]:
 
 
 def float_ops(path: Path) -> dict[str, int]:
-    """Op name -> how many of the file's ops read or write a float tensor other than a constant: the ops an
-    integer-only accelerator (NPU delegate) would hand back to the CPU."""
+    """Op name -> how many of the file's ops read or write a float tensor the runtime computes (an op output
+    or the graph input; weights are data): the ops an integer-only accelerator (NPU delegate) would hand
+    back to the CPU."""
     from runtimes.litert import interpreter
 
     it = interpreter(path, threads=1)
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    constant = {i for i, t in tensors.items() if _is_constant(it, i)}
+    dtypes = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]
+    computed = {int(i) for op in ops for i in op["outputs"]} | {d["index"] for d in it.get_input_details()}
     found: dict[str, int] = {}
-    for op in it._get_ops_details():
-        if op["op_name"] == "DELEGATE":
-            continue
-        touched = [int(i) for i in (*op["inputs"], *op["outputs"]) if int(i) >= 0 and int(i) not in constant]
-        if any(tensors[i]["dtype"] in _FLOAT for i in touched if i in tensors):
+    for op in ops:
+        if any(dtypes.get(int(i)) in _FLOAT for i in (*op["inputs"], *op["outputs"]) if int(i) in computed):
             found[op["op_name"]] = found.get(op["op_name"], 0) + 1
     return dict(sorted(found.items()))
-
-
-def _is_constant(it, index: int) -> bool:
-    """A tensor with data in the file (weights, biases, shapes): the runtime never computes it."""
-    try:
-        return it.get_tensor(index) is not None and bool(it._interpreter.TensorIsConstant(index))  # noqa: SLF001
-    except (AttributeError, ValueError):
-        return False
 
 
 def coreml_readiness(details: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +116,8 @@ def readiness(runtime: str, arithmetic: str, path: Path, details: dict[str, Any]
     """The readiness record of one published file (its runtime key and arithmetic, as the format table gives
     them), by the runtime that decides it."""
     details = details or {}
-    if runtime == "onnxruntime":
-        source = Path(path) if Path(path).suffix == ".onnx" else Path(path).with_name(details["source"])
-        record = onnx_readiness(source)
-        return record if source == Path(path) else {**record, "checked": f"{source.name}, the graph this file holds"}
+    if runtime == "onnxruntime":  # an .ort's record is its .onnx's (exporters/build/stages.build_ort)
+        return onnx_readiness(path)
     if runtime == "litert":
         return tflite_readiness(path, integer=arithmetic == "int8")
     if runtime == "coreml":

@@ -54,11 +54,10 @@ def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int 
     loaded = manifest.load_checkpoint()
     inputs = recorded_inputs(loaded, manifest.verification, images_dir)
     refs = References.of(loaded, inputs.images)
-    base_judged = int(inputs.judged_mask().sum())
+    base_judged, needed = int(inputs.judged_mask().sum()), judged_images_needed(manifest)
     extended = None  # the set with the extra images borderline costs were judged on, if any
-    if judged_images_needed(manifest) > base_judged and inputs.judged_group == "synthetic":
-        more = more_judged_images(loaded.spec, inputs, judged_images_needed(manifest) - base_judged,
-                                  manifest.verification["seed"])
+    if needed > base_judged and inputs.judged_group == "synthetic":
+        more = more_judged_images(loaded.spec, inputs, needed - base_judged, manifest.verification["seed"])
         extended = (inputs.with_more(more), refs.extended(more.images))
     checks = []
     for art in manifest.artifacts:

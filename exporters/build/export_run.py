@@ -99,10 +99,12 @@ class ExportRun:
         return self.staging / kind.file_name(self.stem)
 
     def verify(self, path: Path, kind: ArtifactKind, details: dict[str, Any] | None = None,
-               judged: np.ndarray | None = None, layout: str | None = None) -> Artifact | None:
+               judged: np.ndarray | None = None, layout: str | None = None,
+               ready: dict[str, Any] | None = None) -> Artifact | None:
         """Run ``path`` in its kind's runtime and judge it (judging/gates.py): the artifact when it is
         published, None when it is rejected (the rejection recorded). ``layout``: the input this file
-        takes when it is not its kind's (a Core ML image input: "image")."""
+        takes when it is not its kind's (a Core ML image input: "image"). ``ready``: its accelerator
+        readiness when it is known already (an .ort holds its .onnx's graph), else it is checked here."""
         layout = layout or kind.layout
         session = open_session(kind.runtime, path, self.options.threads, layout)
         joints = session.run_all(self.artifact_inputs)
@@ -118,7 +120,7 @@ class ExportRun:
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
         try:
-            ready = readiness(kind.runtime, kind.arithmetic, path, details)
+            ready = ready if ready is not None else readiness(kind.runtime, kind.arithmetic, path, details)
         except Exception as exc:  # a checker that fails says nothing about the file, which is verified: it ships
             ready = {"unchecked": f"{type(exc).__name__}: {exc}"[:300]}
             log.warning("%s: accelerator readiness not checked: %s", path.name, ready["unchecked"])
@@ -139,16 +141,13 @@ class ExportRun:
         or MAX_JUDGED_IMAGES; the images depend on their index only, so `verify` rebuilds the same ones."""
         if self.inputs.judged_group != "synthetic":
             return verdict  # photo-judged exports: no more images of that kind yet
-        drawn = 0  # extra images so far
         while verdict.kind == BORDERLINE and int(judged.sum()) < MAX_JUDGED_IMAGES:
             step = min(2 * int(judged.sum()), MAX_JUDGED_IMAGES) - int(judged.sum())
-            drawn += step
-            more, refs = self._more_images(drawn)
+            more, refs = self._more_images(len(judged) - len(self.inputs) + step)  # every extra image so far
             joints = np.concatenate([joints, session.run_all(self.contract.prepare(more.images[-step:]))])
             judged = np.concatenate([judged, np.ones(step, dtype=bool)])
             verdict = judge(joints, arithmetic, refs, judged, self.budgets)
-            judged_n = int(judged.sum())
-            log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s, %s", name, judged_n,
+            log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s, %s", name, int(judged.sum()),
                      verdict.cost.p99_input_px, verdict.interval.cell(), verdict.kind)
         return verdict
 

@@ -35,6 +35,7 @@ from exporters.converters.simplify import simplify_onnx
 from exporters.formats import TARGETS, ArtifactKind, ExportFormat, find_kind
 from judging.gates import OVER_BUDGET
 from judging.judged_rows import CALIBRATED
+from judging.manifest import Artifact
 from judging.parity import parity_stats
 from models.preprocessing import normalise
 from runtimes import open_session
@@ -85,11 +86,11 @@ def build_onnx_int8(run: ExportRun, fmt: ExportFormat) -> None:
 def build_ort(run: ExportRun, fmt: ExportFormat) -> None:
     """ORT Mobile files of the verified simplified ONNX and int8 ONNX (to_ort), each verified in ONNX Runtime as
     the app loads it, and the operator configuration of a reduced ORT build that runs them."""
-    sources: dict[Path, Path] = {}
+    sources: dict[ArtifactKind, Artifact] = {}  # .ort kind -> the published ONNX it is converted from
     for kind, source_kind in zip(fmt.artifacts, (find_kind("onnx-simplified", "fp32"), find_kind("onnx", "int8-qdq"))):
         source = run.published(source_kind.format, source_kind.precision)
         if source is not None:
-            sources[run.staging / source.file] = run.path_for(kind)
+            sources[kind] = source
         elif (source_kind.format, source_kind.precision) in run.skipped_kinds or not run.settled(source_kind):
             # its source was not built on purpose, or not asked for
             run.skipped_kinds.add((kind.format, kind.precision))
@@ -100,9 +101,11 @@ def build_ort(run: ExportRun, fmt: ExportFormat) -> None:
     if not sources:
         return
     config = run.staging / f"{run.stem}.required_operators.config"
-    record = to_ort.convert(sources, config)
-    published = [run.verify(dst, kind, {**record, "source": src.name})
-                 for kind in fmt.artifacts for src, dst in sources.items() if dst == run.path_for(kind)]
+    record = to_ort.convert({run.staging / s.file: run.path_for(k) for k, s in sources.items()}, config)
+    # an .ort holds its .onnx's graph with ORT's basic optimisations, the graph ORT's checker checks
+    published = [run.verify(run.path_for(kind), kind, {**record, "source": source.file},
+                            ready={**source.readiness, "checked": f"{source.file}, the graph this file holds"})
+                 for kind, source in sources.items()]
     if any(published):
         run.extras.append(config.name)
 
