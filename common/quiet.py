@@ -91,10 +91,16 @@ def hushed() -> Iterator[io.StringIO]:
         yield captured
         return
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    # the root, and third-party loggers that set their own level (ExecuTorch's Core ML partitioner: INFO)
+    loggers = [root, *(logger for name, logger in logging.root.manager.loggerDict.items()
+                       if isinstance(logger, logging.Logger) and name.split(".")[0] in THIRD_PARTY_LOGGERS
+                       and logging.NOTSET < logger.level < logging.ERROR)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             yield captured
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -118,6 +118,9 @@ MLPACKAGE_PALETTE6 = CoreMLTarget("coreml-mlpackage", "_palette6.mlpackage", "pa
 # "palette8-kmeans", is 3.9 MB at 0.71 / 0.25, worse than int8-weights at the same size).
 COMPRESSED_TARGETS = (MLPACKAGE_INT8, MLPACKAGE_PALETTE6)
 TARGETS = (MLPACKAGE, MLMODEL, *COMPRESSED_TARGETS)
+# The payload of ExecuTorch's Core ML delegate (exporters/converters/to_executorch.py), not a coremltools
+# file of its own: iOS 16 is the oldest OS that ExecuTorch's Core ML backend runs on (its docs).
+EXECUTORCH_COREML = CoreMLTarget("executorch", "_coreml.pte", "coreml-fp16", "mlprogram", "iOS16")
 
 
 #: TFLite files converted from the Keras model (exporters/converters/to_tflite.py).
@@ -166,11 +169,13 @@ FORMATS: list[ExportFormat] = [
         _coreml(MLMODEL, "coreml-mlmodel"),
         _coreml(MLPACKAGE_INT8, "coreml-mlpackage-int8-weights"),
     ), _STAGES + "build_coreml", beside=True),
-    ExportFormat("executorch", "ExecuTorch .pte for the XNNPACK delegate: fp32 and int8 (PT2E); opt-in: its "
-                 "lowering adds ~1 min to an S export", (
+    ExportFormat("executorch", "ExecuTorch .pte: XNNPACK delegate fp32 and int8 (PT2E), Core ML delegate fp16; "
+                 "opt-in: its lowering adds ~1 min to an S export", (
         ArtifactKind("executorch", "fp32", "_xnnpack.pte", "NCHW", "executorch", "executorch-xnnpack", "fp32"),
         ArtifactKind("executorch", "int8-pt2e", "_xnnpack-int8.pte", "NCHW", "executorch", "executorch-xnnpack-int8",
                      "int8"),
+        ArtifactKind("executorch", EXECUTORCH_COREML.precision, EXECUTORCH_COREML.suffix, "NCHW", "executorch-coreml",
+                     "executorch-coreml", EXECUTORCH_COREML.compute_precision),
     ), _STAGES + "build_executorch", default=False, beside=True, prepare=_STAGES + "prepare_calibration"),
 ]
 

@@ -122,11 +122,18 @@ def readiness(runtime: str, arithmetic: str, path: Path, details: dict[str, Any]
         return tflite_readiness(path, integer=arithmetic == "int8")
     if runtime == "coreml":
         return coreml_readiness(details)
-    if runtime == "executorch":
+    if runtime in ("executorch", "executorch-coreml"):
         delegation = details.get("delegation", {})
-        return {"xnnpack_delegate": {"all_ops_delegated": bool(delegation.get("all_ops_delegated")),
-                                     "subgraphs": delegation.get("delegated_subgraphs")}}
+        record = {"all_ops_delegated": bool(delegation.get("all_ops_delegated")),
+                  "subgraphs": delegation.get("delegated_subgraphs")}
+        if runtime == "executorch":
+            return {"xnnpack_delegate": record}
+        return {"coreml_delegate": record, **coreml_readiness(details)}
     return {}
+
+
+#: An ExecuTorch program's delegate record (readiness key) -> its name.
+_DELEGATES = {"xnnpack_delegate": "XNNPACK", "coreml_delegate": "Core ML"}
 
 
 def lost(record: dict[str, Any]) -> list[str]:
@@ -142,9 +149,9 @@ def lost(record: dict[str, Any]) -> list[str]:
     if gpu is not None and not gpu["compatible"]:
         missing.append("TFLite GPU delegate: not compatible" + (f" ({'; '.join(gpu['warnings'])})" if gpu["warnings"]
                                                                 else ""))
-    xnnpack = record.get("xnnpack_delegate")
-    if xnnpack is not None and not xnnpack["all_ops_delegated"]:
-        missing.append("XNNPACK delegate: some ops run outside it")
+    for key, name in _DELEGATES.items():
+        if key in record and not record[key]["all_ops_delegated"]:
+            missing.append(f"{name} delegate: some ops run outside it")
     return missing
 
 
@@ -163,6 +170,6 @@ def summary(record: dict[str, Any]) -> str:
     if "compute_precision" in record:
         parts.append(f"{record['model_type']}, {record['minimum_deployment_target']}+, {record['compute_precision']}: "
                      f"{record['compute_units'].removeprefix('ALL: ')}")
-    if "xnnpack_delegate" in record:
-        parts.append("XNNPACK " + ("whole" if record["xnnpack_delegate"]["all_ops_delegated"] else "partial"))
+    parts += [f"{name} delegate " + ("whole" if record[key]["all_ops_delegated"] else "partial")
+              for key, name in _DELEGATES.items() if key in record]
     return "; ".join(parts) or "-"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from models.contract import INPUT_NAME, OUTPUT_NAME
-from runtimes import coreml, executorch_runtime, litert, onnxrt
+from runtimes import coreml, executorch_coreml, executorch_runtime, litert, onnxrt
 from runtimes.session import Session
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "RUNTIME_PACKAGES", "Session", "open_session", "run_artifact"]
@@ -25,16 +25,18 @@ RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
     "litert": litert.open_session,
     "coreml": coreml.open_session,
     "executorch": executorch_runtime.open_session,
+    "executorch-coreml": executorch_coreml.open_session,  # its Core ML payload, where Core ML runs
 }
 
 
 #: Runtime key -> intermediate_tensors(path, x, threads, layout): every tensor it computes (diagnosis).
 INTERMEDIATES = {"onnxruntime": onnxrt.intermediate_tensors, "litert": litert.intermediate_tensors,
-                 "coreml": coreml.intermediate_tensors, "executorch": executorch_runtime.intermediate_tensors}
+                 "coreml": coreml.intermediate_tensors, "executorch": executorch_runtime.intermediate_tensors,
+                 "executorch-coreml": executorch_coreml.intermediate_tensors}
 
 #: The package whose version decides what a runtime computes (recorded in the manifest at export).
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "coreml": "coremltools",
-                    "executorch": "executorch"}
+                    "executorch": "executorch", "executorch-coreml": "coremltools"}
 
 
 def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW", cpu: str | None = None) -> Session:

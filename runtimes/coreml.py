@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes.session import Session, Tensors, to_layout
 
 REFERENCE_EVALUATOR = "reference evaluator (saved spec read back and run op by op in PyTorch; not Core ML)"
@@ -51,13 +50,16 @@ def open_session(path: Path, threads: int = 2, layout: str = "NCHW") -> Session:
         from runtimes.coreml_reference import to_pixels
 
         model = ct.models.MLModel(str(path))
-        if model.get_spec().description.input[0].type.WhichOneof("Type") == "imageType":  # a picture goes in
+        description = model.get_spec().description
+        # the contract's names in our files; a .pte's Core ML payload keeps torch.export's ("x", ...)
+        name_in, name_out = description.input[0].name, description.output[0].name
+        if description.input[0].type.WhichOneof("Type") == "imageType":  # a picture goes in
             def predict(x):
                 rgb = to_pixels(x)[0].transpose(1, 2, 0).astype("uint8")
-                return model.predict({INPUT_NAME: Image.fromarray(rgb, "RGB")})[OUTPUT_NAME]
+                return model.predict({name_in: Image.fromarray(rgb, "RGB")})[name_out]
         else:
             def predict(x):
-                return model.predict({INPUT_NAME: to_layout(x, layout)})[OUTPUT_NAME]
+                return model.predict({name_in: to_layout(x, layout)})[name_out]
         return Session(predict, f"Core ML (coremltools {ct.__version__})")
     from runtimes.coreml_reference import load_coreml, run_graph
 

@@ -1,12 +1,14 @@
-"""PyTorch -> ExecuTorch programs (.pte) for the XNNPACK delegate: fp32, and int8 through PT2E.
+"""PyTorch -> ExecuTorch programs (.pte): XNNPACK delegate fp32 and int8 (PT2E), Core ML delegate fp16.
 
-``torch.export`` captures the network (normalisation folded, as every artifact takes it), the XNNPACK
-partitioner lowers what XNNPACK takes into the delegate, and the program is serialised. For
-ConvNeXtPose every operator is delegated in one subgraph (measured, executorch 1.5.1: convolution,
-BatchNorm, ReLU, add, bilinear upsampling, softmax, mm, view); ``delegation`` records what was
-and was not, so an operator that falls out of the delegate is named rather than silently slow.
+``torch.export`` captures the network (normalisation folded, as every artifact takes it), a partitioner
+lowers what its backend takes into the delegate, and the program is serialised. For ConvNeXtPose
+every operator is delegated in one subgraph (measured, executorch 1.5.1: convolution, ReLU, add,
+bilinear upsampling, softmax, mm, view); ``delegation`` records what was and was not, so an operator
+that falls out of the delegate is named rather than silently slow.
 Int8: the XNNPACK quantizer's symmetric config (per-channel int8 weights, int8 activations),
 observers calibrated on the export's calibration set, then lowered like fp32.
+Core ML: the delegate's payload is an ML Program (.mlpackage) that Core ML compiles on the device;
+it is what runtimes/executorch_coreml.py extracts and verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from common.errors import ExportError
 from common.files import write_atomic
+from common.quiet import hushed
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,11 @@ def _export(model: nn.Module, example: torch.Tensor):
         raise ExportError(f"torch.export cannot capture this model for ExecuTorch: {first.strip()[:300]}") from None
 
 
-def delegation(edge) -> dict:
+XNNPACK = "XnnpackBackend"
+COREML = "CoreMLBackend"
+
+
+def delegation(edge, backend: str = XNNPACK) -> dict:
     """Delegated and non-delegated operators of a lowered program (ExecuTorch's delegation info)."""
     from executorch.devtools.backend_debug import get_delegation_info
 
@@ -46,17 +53,20 @@ def delegation(edge) -> dict:
                  if r["occurrences_in_delegated_graphs"] and r["op_type"] not in _STRUCTURAL}
     outside = {r["op_type"]: int(r["occurrences_in_non_delegated_graphs"]) for r in rows
                if r["occurrences_in_non_delegated_graphs"] and r["op_type"] not in _STRUCTURAL}
-    return {"delegate": "XnnpackBackend", "delegated_subgraphs": int(info.num_delegated_subgraphs),
+    return {"delegate": backend, "delegated_subgraphs": int(info.num_delegated_subgraphs),
             "delegated_ops": delegated, "non_delegated_ops": outside,
             "all_ops_delegated": not outside}
 
 
-def _lower_and_save(exported, out: Path) -> dict:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+def _lower_and_save(exported, out: Path, partitioner=None, backend: str = XNNPACK) -> dict:
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-    record = delegation(edge)
+    if partitioner is None:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioner = XnnpackPartitioner()
+    edge = to_edge_transform_and_lower(exported, partitioner=[partitioner])
+    record = delegation(edge, backend)
     buffer = edge.to_executorch().buffer
     write_atomic(out, lambda tmp: Path(tmp).write_bytes(buffer))
     return record
@@ -87,3 +97,20 @@ def export_int8(model: nn.Module, calibration: np.ndarray, out: Path) -> dict:
         record = _lower_and_save(_export(converted, example), out)
     return {"delegation": record, "quantizer": "XNNPACKQuantizer, symmetric per-channel int8 weights, int8 "
             "activations (PT2E)", "calibration_images": int(len(calibration))}
+
+
+def export_coreml(model: nn.Module, example: torch.Tensor, out: Path, compute_precision: str,
+                  min_target: str) -> dict:
+    """``model`` as a program for ExecuTorch's Core ML delegate: an ML Program computing in
+    ``compute_precision`` ("fp16" | "fp32") for ``min_target`` (a coremltools.target name, e.g. "iOS16")."""
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    precision = ct.precision.FLOAT16 if compute_precision == "fp16" else ct.precision.FLOAT32
+    specs = CoreMLBackend.generate_compile_specs(compute_precision=precision,
+                                                 minimum_deployment_target=getattr(ct.target, min_target))
+    with torch.no_grad(), hushed():  # coremltools' progress bars, the partitioner's INFO lines
+        record = _lower_and_save(_export(model.eval(), example), out, CoreMLPartitioner(compile_specs=specs), COREML)
+    return {"delegation": record, "convert_to": "mlprogram", "compute_precision": compute_precision,
+            "minimum_deployment_target": min_target}

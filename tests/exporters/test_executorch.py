@@ -1,6 +1,7 @@
-"""ExecuTorch programs (exporters/converters/to_executorch.py, runtimes/executorch_runtime.py) on a tiny network:
-every operator in the XNNPACK delegate and the same joints as PyTorch; an operator XNNPACK lacks named;
-a graph torch.export cannot capture refused in one line."""
+"""ExecuTorch programs (exporters/converters/to_executorch.py, runtimes/executorch_runtime.py,
+runtimes/executorch_coreml.py) on a tiny network: every operator in the XNNPACK / Core ML delegate and the
+same joints as PyTorch; an operator XNNPACK lacks named; a graph torch.export cannot capture refused in one
+line; a program without a Core ML delegate refused by the Core ML runner."""
 
 from __future__ import annotations
 
@@ -69,6 +70,33 @@ def test_an_operator_outside_the_delegate_is_named(tiny_model, tiny_spec, tmp_pa
     assert any("upsample_nearest" in op for op in record["non_delegated_ops"]), record
 
 
+@pytest.mark.campaign  # lowering + coremltools conversion ~10 s on the tiny network
+def test_coreml_program_payload_is_the_whole_network_in_fp16(tiny_model, tiny_spec, tmp_path):
+    """The Core ML delegate's payload, taken out of the .pte and run by the reference evaluator: one ML Program
+    computing in fp16 (so near PyTorch, not bit-equal); a program without a Core ML delegate is refused."""
+    from runtimes.coreml_reference import declared_precision
+    from runtimes.executorch_coreml import extracted_package
+
+    x = _x(tiny_spec, 3)
+    details = to_executorch.export_coreml(tiny_model, torch.from_numpy(x[:1]), tmp_path / "c.pte", "fp16", "iOS16")
+    record = details["delegation"]
+    assert record["delegate"] == "CoreMLBackend" and record["all_ops_delegated"], record
+    assert record["delegated_subgraphs"] == 1 and details["minimum_deployment_target"] == "iOS16"
+    with extracted_package(tmp_path / "c.pte") as package:
+        assert declared_precision(package) == "fp16"
+        unpacked = package
+    assert not unpacked.exists()  # nothing left behind
+    session = open_session("executorch-coreml", tmp_path / "c.pte", threads=1)
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(x)).numpy()
+    error = np.abs(session.run_all(x) - expected).max()
+    assert 0 < error < 0.05, error  # heatmap px: fp16 rounding, not a wrong layout (pixels)
+    assert not session.timed and "Core ML payload" in session.runtime
+    to_executorch.export_fp32(tiny_model, torch.from_numpy(x[:1]), tmp_path / "x.pte")
+    with pytest.raises(ExportError, match="x.pte: 0 Core ML delegates"):
+        open_session("executorch-coreml", tmp_path / "x.pte")
+
+
 class _DataDependent(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -105,17 +133,22 @@ def test_an_xs_export_publishes_both_programs_verified_golden_and_benched(tmp_pa
     result = run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=default_checkpoint("XS", 18, 0),
                                       formats=("executorch",)))
     files = {a.file: a for a in result.artifacts}
-    assert set(files) == {"convnextpose-XS_xnnpack.pte", "convnextpose-XS_xnnpack-int8.pte"} and not result.rejected
+    assert set(files) == {"convnextpose-XS_xnnpack.pte", "convnextpose-XS_xnnpack-int8.pte",
+                          "convnextpose-XS_coreml.pte"} and not result.rejected
     for art in files.values():
         assert art.details["delegation"]["all_ops_delegated"], art.details["delegation"]
+    coreml = files["convnextpose-XS_coreml.pte"]
+    assert coreml.runtime == "executorch-coreml" and coreml.details["delegation"]["delegate"] == "CoreMLBackend"
+    assert coreml.readiness["coreml_delegate"]["all_ops_delegated"] and coreml.readiness["compute_precision"] == "fp16"
+    assert 0 < coreml.verdict["cost"]["p99_input_px"] <= coreml.verdict["budget_input_px"]
     fp32, int8 = files["convnextpose-XS_xnnpack.pte"].verdict, files["convnextpose-XS_xnnpack-int8.pte"].verdict
     assert fp32["conversion"]["passed"]
     assert 0 < int8["cost"]["p99_input_px"] <= int8["budget_input_px"]
     assert all(c["status"] == "published" for c in check_artifacts(out))
     results = {"results": []}
     golden = json.loads((out / "golden" / "golden.json").read_text())
-    for file in files:
-        session = open_session("executorch", out / file, 2)
+    for file, art in files.items():
+        session = open_session(art.runtime, out / file, 2)
         joints = {}
         for inp in golden["inputs"]:
             raw = np.fromfile(out / "golden" / inp["nchw"]["file"], dtype="<f4").reshape(inp["nchw"]["shape"])
@@ -123,12 +156,13 @@ def test_an_xs_export_publishes_both_programs_verified_golden_and_benched(tmp_pa
         results["results"].append({"artifact": file, "joints": joints})
     (tmp_path / "results.json").write_text(json.dumps(results))
     assert main(["check-golden", str(out), str(tmp_path / "results.json")]) == 0
-    assert capsys.readouterr().out.count("joints within tolerance") == 2
+    assert capsys.readouterr().out.count("joints within tolerance") == 3
     bench = run_bench(BenchOptions(out_dir=out, threads=1, repeats=1,
                                    settings=LatencySettings(warmup_runs=2, min_runs=5, min_seconds=0.2)))
     rows = {r["backend"]: r for r in bench["backends"]}
     for name in ("executorch-xnnpack", "executorch-xnnpack-int8"):
         assert rows[name]["status"] == "passed" and rows[name]["latency"]["p50_ms"] > 0, rows[name]
         assert rows[name]["threads"] == 1 and rows[name]["runtime"].startswith("executorch")
+    assert rows["executorch-coreml"]["status"] == "parity only", rows["executorch-coreml"]  # Core ML: macOS only
     card = (out / "MODEL_CARD.md").read_text()
     assert "convnextpose-XS_xnnpack-int8.pte" in card
