@@ -131,6 +131,7 @@ def _export(args: argparse.Namespace) -> int:
         seed=args.seed,
         untrained_default=args.untrained,
         max_error_px=args.max_error_px,
+        reject_borderline=args.reject_borderline,
         strict=args.strict,
         coreml_input=args.coreml_input,
         verify_arch=args.verify_arch,
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error-px", type=float, metavar="PX",
                    help="budget of every fp16 and integer artifact: p99 2-D joint error vs PyTorch fp32 on the judged "
                         f"inputs, in px of the input crop (defaults: {_budget_defaults()})")
+    p.add_argument("--reject-borderline", action="store_true",
+                   help="reject a file whose cost's 95%% interval still straddles its budget on the most images the "
+                        "export judges it on (default: decided by its p99 there, labelled borderline)")
     p.add_argument("--coreml-input", choices=("image", "tensor"),
                    help="Core ML input: an RGB image (default; Vision and Xcode's preview take it, a camera "
                         "CVPixelBuffer goes straight in) or the float tensor (default with --normalized-input)")

@@ -4,6 +4,7 @@ such weights must be judged on (their heatmaps are unimodal there, not on photos
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,10 @@ NUM_SYNTHETIC_INPUTS = 10
 #: Source prefixes of the input groups; photos have none.
 RANDOM_PREFIX, SYNTHETIC_PREFIX = "random:", "synthetic-eval:"
 _WIDE = 1.3  # aspect ratio past which a photo gives left/centre/right crops
+#: More judged images for a photo-judged cost: squares of this fraction of a photo's short side, so the
+#: person stays mostly in view (the kind of crop the judged set holds), mirrored half the time.
+AUGMENTED_SCALE = (0.7, 1.0)
+AUGMENTED_TAG = "aug"  # source "photo.jpg:aug3": the 4th augmented crop of photo.jpg
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,41 @@ def synthetic_inputs(spec: ModelSpec, n: int, seed: int, start: int = 0) -> Inpu
     return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(start, start + n)))
 
 
-def more_judged_images(spec: ModelSpec, inputs: InputSet, n: int, seed: int) -> InputSet:
-    """The ``n`` synthetic evaluation images that follow ``inputs``' own: more images of the kind a
-    borderline cost is judged on (exporters/build/export_run.py), rebuilt the same by `verify`."""
-    first = int(inputs.group_masks().get("synthetic", np.zeros(0, bool)).sum())
-    return synthetic_inputs(spec, n, seed, start=first)
+def augmented_crop(photo: Image.Image, size: int, seed: int, file: str, k: int) -> np.ndarray:
+    """The ``k``-th augmented square crop of ``photo`` (file name ``file``): a square of 70-100 % of its short
+    side at a random place, mirrored half the time, resized to ``size``. It depends on (seed, file, k) only."""
+    rng = np.random.default_rng([seed, zlib.crc32(file.encode()), k])
+    w, h = photo.size
+    side = max(1, int(round(min(w, h) * rng.uniform(*AUGMENTED_SCALE))))
+    x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def augmented_photo_crops(folder: Path, files: list[str], size: int, n: int, seed: int) -> InputSet:
+    """``n`` augmented crops of the photos ``files`` in ``folder``, taken in turn (the i-th row is crop
+    i // len(files) of photo i % len(files)): a longer set starts with a shorter one's rows."""
+    photos = {f: read_rgb(Path(folder) / f, "image", ExportError) for f in files}
+    rows = [(files[i % len(files)], i // len(files)) for i in range(n)]
+    images = [augmented_crop(photos[f], size, seed, f, k) for f, k in rows]
+    return InputSet(np.stack(images) if images else np.zeros((0, 3, size, size), np.float32),
+                    tuple(f"{f}:{AUGMENTED_TAG}{k}" for f, k in rows))
+
+
+def more_judged_images(spec: ModelSpec, inputs: InputSet, n: int, seed: int, judged: np.ndarray) -> InputSet:
+    """``n`` more images of the kind the ``judged`` rows of ``inputs`` are: the synthetic evaluation images
+    that follow the set's own, or augmented crops of the judged photos (each row judged like the photo it
+    is cut from, so the photos a calibrated file must not be judged on stay out). What a borderline cost
+    is judged on (exporters/build/export_run.py); `verify` rebuilds the same rows from the same record."""
+    if inputs.judged_group == "synthetic":
+        first = int(inputs.group_masks().get("synthetic", np.zeros(0, bool)).sum())
+        return synthetic_inputs(spec, n, seed, start=first)
+    files = sorted({source.split(":", 1)[0] for source, j in zip(inputs.sources, judged) if j})
+    if not files or inputs.photos_dir is None:
+        raise ExportError("no judged photo to draw more images from")
+    return augmented_photo_crops(inputs.photos_dir, files, spec.input_size, n, seed)
 
 
 def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,

@@ -13,7 +13,7 @@ import numpy as np
 from common.errors import ManifestError
 from judging import golden
 from judging.cross_isa import CpuCheck, judged_golden_rows, verify_on_arm64
-from judging.gates import Budgets, Verdict, judge
+from judging.gates import Budgets, Verdict, judge, settle_borderline
 from judging.inputs import InputSet, more_judged_images, recorded_inputs
 from judging.judged_rows import judged_mask_for
 from judging.manifest import Artifact, Manifest
@@ -28,18 +28,29 @@ def budgets_of(manifest: Manifest) -> Budgets:
 
 def judge_artifact(manifest: Manifest, art: Artifact, joints, refs: References, inputs: InputSet,
                    as_exported: bool = False) -> Verdict:
-    """The verdict on an exported artifact's joints, with the arithmetic and budgets its export used.
-    ``as_exported``: on the judged images its export judged it on (the first ones of its judged rows, as
-    many as its verdict counts), not every judged row of ``inputs`` (the bench judges on more)."""
+    """The verdict on an exported artifact's joints, with the arithmetic, budgets and borderline rule its
+    export used. ``as_exported``: on the judged images its export judged it on (the first ones of its
+    judged rows, as many as its verdict counts), not every judged row of ``inputs`` (the bench judges on more)."""
     judged = judged_mask_for(manifest, inputs, art.precision)
     if as_exported:
         judged &= np.cumsum(judged) <= art.verdict["cost"]["n_inputs"]
-    return judge(joints, art.verdict["arithmetic"], refs, judged, budgets_of(manifest))
+    verdict = judge(joints, art.verdict["arithmetic"], refs, judged, budgets_of(manifest))
+    return settle_borderline(verdict, manifest.gates.get("reject_borderline", False)) if as_exported else verdict
 
 
-def judged_images_needed(manifest: Manifest) -> int:
-    """The most judged images any artifact of the export was judged on (borderline costs get more)."""
-    return max((a.verdict["cost"]["n_inputs"] for a in manifest.artifacts), default=0)
+def as_exported_set(manifest: Manifest, art: Artifact, inputs: InputSet, refs: References,
+                    extended: dict[tuple[str, ...], References]) -> tuple[InputSet, References]:
+    """The verification set with the images a borderline cost of ``art`` was judged on beyond it (the same
+    ones its export drew: judging/inputs.more_judged_images), and the references on it; ``extended``
+    caches references by the extra images' sources."""
+    judged = judged_mask_for(manifest, inputs, art.precision)
+    extra = art.verdict["cost"]["n_inputs"] - int(judged.sum())
+    if extra <= 0:
+        return inputs, refs
+    more = more_judged_images(refs.spec, inputs, extra, manifest.verification["seed"], judged)
+    if more.sources not in extended:
+        extended[more.sources] = refs.extended(more.images)
+    return inputs.with_more(more), extended[more.sources]
 
 
 def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int = 2, rehash: bool = True) -> list[dict]:
@@ -54,15 +65,11 @@ def check_artifacts(out_dir: Path, images_dir: Path | None = None, threads: int 
     loaded = manifest.load_checkpoint()
     inputs = recorded_inputs(loaded, manifest.verification, images_dir)
     refs = References.of(loaded, inputs.images)
-    base_judged, needed = int(inputs.judged_mask().sum()), judged_images_needed(manifest)
-    extended = None  # the set with the extra images borderline costs were judged on, if any
-    if needed > base_judged and inputs.judged_group == "synthetic":
-        more = more_judged_images(loaded.spec, inputs, needed - base_judged, manifest.verification["seed"])
-        extended = (inputs.with_more(more), refs.extended(more.images))
+    extended: dict[tuple[str, ...], References] = {}
     checks = []
     for art in manifest.artifacts:
         session = open_session(art.runtime, out_dir / art.file, threads, art.layout)
-        on, on_refs = extended if extended and art.verdict["cost"]["n_inputs"] > base_judged else (inputs, refs)
+        on, on_refs = as_exported_set(manifest, art, inputs, refs, extended)
         fed = on.images if manifest.normalization_folded else normalise(on.images)
         verdict = judge_artifact(manifest, art, session.run_all(fed), on_refs, on, as_exported=True)
         by = {} if session.timed else {"evaluated_by": session.runtime}

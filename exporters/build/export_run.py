@@ -18,9 +18,10 @@ from common.files import path_digest
 from exporters.converters.calibration import CalibrationChoice
 from exporters.formats import ArtifactKind
 from judging.cross_isa import host_record
-from judging.gates import BORDERLINE, Budgets, Verdict, judge
+from judging.gates import BORDERLINE, Budgets, Verdict, judge, settle_borderline
 from judging.inputs import InputSet, more_judged_images
 from judging.manifest import Artifact, Rejection
+from judging.more_images import judge_until_decided
 from judging.readiness import lost, readiness
 from judging.references import References
 from models.checkpoint import LoadedCheckpoint
@@ -55,15 +56,13 @@ class ExportOptions:
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
     verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx/.ort on the emulated arm64 cores
     verify_arch_timeout_s: float = DEFAULT_TIMEOUT_S  # seconds one file may take on one emulated core
+    #: a cost still borderline after the most images: rejected instead of decided by its p99 (judging/gates.py)
+    reject_borderline: bool = False
 
 
     @property
     def coreml_input_kind(self) -> str:
         return self.coreml_input or ("image" if self.fold_normalization else "tensor")
-
-
-#: A borderline cost is judged on up to this many images (S: each doubling ~3 s, PyTorch on the new images included).
-MAX_JUDGED_IMAGES = 80
 
 
 @dataclass
@@ -88,8 +87,8 @@ class ExportRun:
     calibration_choice: CalibrationChoice | None = None  # made once for every integer format
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # published file -> its joints on ``inputs``
     extras: list[str] = field(default_factory=list)  # files a stage wrote beside its artifacts (an .ort's op list)
-    #: extra judged images drawn for borderline costs -> (those images, references on the extended set)
-    extensions: dict[int, tuple[InputSet, References]] = field(default_factory=dict)
+    #: extra judged images drawn for borderline costs (their sources) -> references on the extended set
+    extensions: dict[tuple[str, ...], References] = field(default_factory=dict)
 
     @property
     def artifact_inputs(self) -> np.ndarray:
@@ -112,6 +111,7 @@ class ExportRun:
         verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets)
         if verdict.kind == BORDERLINE:
             verdict = self._judge_on_more_images(path.name, session, joints, judged, kind.arithmetic, verdict)
+            verdict = settle_borderline(verdict, self.options.reject_borderline)
         record = verdict.to_dict() | ({} if session.timed else {"evaluated_by": session.runtime})
         if not verdict.published:  # its file stays in staging (a later stage may build on it) and is not published
             self.reject(kind, verdict.reason, verdict.describe(), record)
@@ -137,27 +137,20 @@ class ExportRun:
     def _judge_on_more_images(self, name: str, session, joints: np.ndarray, judged: np.ndarray, arithmetic: str,
                               verdict: Verdict) -> Verdict:
         """A cost whose interval straddles the budget, judged again on more images of the judged kind (the
-        synthetic task's evaluation split, for weights trained on it), doubling until the interval decides
-        or MAX_JUDGED_IMAGES; the images depend on their index only, so `verify` rebuilds the same ones."""
-        if self.inputs.judged_group != "synthetic":
-            return verdict  # photo-judged exports: no more images of that kind yet
-        while verdict.kind == BORDERLINE and int(judged.sum()) < MAX_JUDGED_IMAGES:
-            step = min(2 * int(judged.sum()), MAX_JUDGED_IMAGES) - int(judged.sum())
-            more, refs = self._more_images(len(judged) - len(self.inputs) + step)  # every extra image so far
-            joints = np.concatenate([joints, session.run_all(self.contract.prepare(more.images[-step:]))])
-            judged = np.concatenate([judged, np.ones(step, dtype=bool)])
-            verdict = judge(joints, arithmetic, refs, judged, self.budgets)
-            log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s, %s", name, int(judged.sum()),
-                     verdict.cost.p99_input_px, verdict.interval.cell(), verdict.kind)
-        return verdict
+        synthetic task's evaluation split for weights trained on it, else augmented crops of the judged
+        photos) until it decides (judging/more_images.py); the images depend on their index only, so
+        `verify` rebuilds the same ones."""
+        return judge_until_decided(verdict, joints, judged, arithmetic, self.budgets,
+                                   lambda extra: self._more_images(extra, judged),
+                                   lambda images: session.run_all(self.contract.prepare(images)), name)
 
-    def _more_images(self, extra: int) -> tuple[InputSet, References]:
-        """The next ``extra`` synthetic evaluation images after the verification set's, and the references on
-        the set extended by them (cached: files judged in one process share them)."""
-        if extra not in self.extensions:
-            more = more_judged_images(self.loaded.spec, self.inputs, extra, self.options.seed)
-            self.extensions[extra] = (more, self.references.extended(more.images))
-        return self.extensions[extra]
+    def _more_images(self, extra: int, judged: np.ndarray) -> tuple[InputSet, References]:
+        """``extra`` more images of the kind the ``judged`` rows are (judging/inputs.more_judged_images), and the
+        references on the verification set extended by them (cached: files judged alike share them)."""
+        more = more_judged_images(self.loaded.spec, self.inputs, extra, self.options.seed, judged)
+        if more.sources not in self.extensions:
+            self.extensions[more.sources] = self.references.extended(more.images)
+        return more, self.extensions[more.sources]
 
     def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None,
                details: dict | None = None) -> None:

@@ -37,6 +37,7 @@ from judging.gates import BORDERLINE, EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FA
 from judging.golden import GOLDEN_DIR
 from judging.inputs import inputs_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
+from judging.more_images import MAX_JUDGED_IMAGES
 from judging.references import References
 from judging.verify import with_arm64_checks
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -241,7 +242,8 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
 
         def record() -> Manifest:
             return Manifest.build(loaded, contract, run.artifacts, timings, inputs.record(options.seed),
-                                  gates_record(references, run.budgets), run.rejected, run.calibration, run.skipped,
+                                  gates_record(references, run.budgets, options.reject_borderline), run.rejected,
+                                  run.calibration, run.skipped,
                                   extras=(*run.extras, GOLDEN_DIR, model_card.MODEL_CARD))
 
         if options.verify_arch == "arm64" and run.artifacts:
@@ -329,12 +331,13 @@ def _nothing_published(run: ExportRun, strict: bool) -> str:
     return "\n".join([f"{head}; {run.options.out_dir} is unchanged:", *lines])
 
 
-def gates_record(references: References, budgets: Budgets) -> dict:
+def gates_record(references: References, budgets: Budgets, reject_borderline: bool = False) -> dict:
     """The manifest's ``gates``: what every verdict was measured against."""
     return {"fp32_noise_floor_px": references.noise_px, "noise_factor": NOISE_FACTOR,
             "floor_input_px": FLOOR_INPUT_PX, "budgets_input_px": budgets.to_dict(),
             "cost_statistic": "p99 of the 2-D joint error vs PyTorch fp32 over the judged inputs, input px",
-            "emulation_factor": EMULATION_FACTOR}
+            "emulation_factor": EMULATION_FACTOR, "max_judged_images": MAX_JUDGED_IMAGES,
+            "reject_borderline": reject_borderline}
 
 
 def _verdict_cells(v: dict) -> tuple[str, str, str]:

@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from exporters.build.export_run import MAX_JUDGED_IMAGES
 from exporters.converters import to_tflite_int8
 from exporters.converters.to_tflite import read_metadata
 from judging.gates import Budgets, judge
 from judging.inputs import inputs_for
 from judging.judged_rows import int8_judged_mask
 from judging.manifest import MANIFEST_NAME, Manifest
+from judging.more_images import MAX_JUDGED_IMAGES
 from judging.references import References
 from judging.verify import check_artifacts
 from models.checkpoint import load_checkpoint
@@ -163,3 +163,50 @@ def test_a_borderline_cost_is_judged_on_more_images_and_verify_judges_the_same(x
         assert rerun["cost"]["n_inputs"] == mixed["cost"]["n_inputs"]
         assert rerun["cost"]["p99_input_px"] == pytest.approx(mixed["cost"]["p99_input_px"], rel=1e-3, abs=1e-6)
         assert rerun["cost_interval"] == pytest.approx(mixed["cost_interval"])
+
+
+@pytest.mark.campaign
+def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int8_export):
+    """Issue 26's stability check: a budget 0.3 px either side of an int8 file's cost (its p99 over 400
+    images), judged as the export judges (first 10 images, more while borderline, the rule at the cap) on
+    5 different draws of the judged set: one verdict per budget. A budget far from the cost decides on
+    the first 10 images."""
+    from judging.gates import BORDERLINE
+    from judging.inputs import synthetic_inputs
+    from judging.more_images import judge_until_decided
+    from judging.parity import input_px_errors
+
+    out, ckpt = xs_int8_export
+    manifest = Manifest.read(out)
+    art = next(a for a in manifest.artifacts if a.precision == "int8-w8a8-mixed")
+    loaded = load_checkpoint(ckpt)
+    spec = loaded.spec
+    run = lambda images: run_artifact(art.runtime, out / art.file, images, 2, art.layout)  # noqa: E731
+    many = synthetic_inputs(spec, 400, 0)
+    cost = float(np.percentile(input_px_errors(run(many.images), References.of(loaded, many.images).fp32, spec), 99))
+    draws = {seed: synthetic_inputs(spec, MAX_JUDGED_IMAGES, seed) for seed in range(1, 6)}
+    refs = {seed: References.of(loaded, d.images) for seed, d in draws.items()}
+    joints = {seed: run(d.images) for seed, d in draws.items()}
+    outcomes: dict[float, list[tuple[bool, int]]] = {}
+    for budget in (cost - 0.3, cost + 0.3, 4.0, cost / 3):
+        budgets = Budgets(int8=budget)
+        for seed, d in draws.items():
+            judged = np.ones(10, bool)
+            verdict = judge(joints[seed][:10], "int8", refs[seed].subset(np.arange(10)), judged, budgets)
+
+            def draw(extra, seed=seed):  # the next images of this draw, and the references on all so far
+                return synthetic_inputs(spec, extra, seed, start=10), refs[seed].subset(np.arange(10 + extra))
+
+            rows = iter(range(10, MAX_JUDGED_IMAGES))
+            final = judge_until_decided(verdict, joints[seed][:10], judged, "int8", budgets, draw,
+                                        lambda images, seed=seed: joints[seed][[next(rows) for _ in images]])
+            outcomes.setdefault(budget, []).append((final.published, final.cost.n_inputs, final.kind))
+    print(f"cost p99 over 400 images {cost:.3f} input px; per budget (published, images, kind) per seed:")
+    for budget, per_seed in outcomes.items():
+        print(f"  budget {budget:.3f}: {per_seed}")
+    for budget in (cost - 0.3, cost + 0.3):
+        assert {p for p, _, _ in outcomes[budget]} == {budget >= cost}, outcomes[budget]
+        assert any(n > 10 for _, n, _ in outcomes[budget])  # near the budget, some draws need more images
+    for budget in (4.0, cost / 3):  # far from it: the first 10 decide, no time spent
+        assert all(n == 10 and kind != BORDERLINE for _, n, kind in outcomes[budget]), outcomes[budget]
+        assert {p for p, _, _ in outcomes[budget]} == {budget >= cost}
