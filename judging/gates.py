@@ -21,7 +21,7 @@ export judges a borderline cost on more images until the interval decides (expor
 one still borderline at the cap is decided by its p99 over those images and labelled borderline wherever it
 appears (``settle_borderline``): measured, that p99 moves by at most ~0.3 px between draws of 160 images,
 so the verdict of a file that far from its budget does not depend on the draw, while a rule on the
-interval's upper end would still flip (README "Verdicts on enough images"). ``--reject-borderline``
+interval's upper end would still flip (README "The rule at the cap"). ``--reject-borderline``
 rejects it instead, for a team that needs every published file within budget with 95 % confidence.
 """
 
