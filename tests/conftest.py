@@ -4,6 +4,7 @@ Nothing here (or in any test) reads outside the repository: a fresh clone has on
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +17,21 @@ from models.synthetic.untrained import write_synthetic_checkpoint
 
 # as the CLI does, before any test imports ONNX Runtime, matplotlib or Keras: no telemetry, nothing in HOME
 environment.apply()
+
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored():
+    """The CLI's `logging.basicConfig(force=True)` binds the root logger to the stream pytest captured for
+    that test and closes after it; later tests' log lines would then fail to write ("Logging error")."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):  # pytest's own capture handlers are subclasses: left to pytest
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
 
 REPO = Path(__file__).resolve().parents[1]
 #: The variant table the registry is checked against (its source is stated in the file).
