@@ -170,7 +170,7 @@ FORMATS: list[ExportFormat] = [
         _coreml(MLPACKAGE_INT8, "coreml-mlpackage-int8-weights"),
     ), _STAGES + "build_coreml", beside=True),
     ExportFormat("executorch", "ExecuTorch .pte: XNNPACK delegate fp32 and int8 (PT2E), Core ML delegate fp16; "
-                 "opt-in: its lowering adds ~1 min to an S export", (
+                 "opt-in: its lowering adds ~1.5 min to an S export", (
         ArtifactKind("executorch", "fp32", "_xnnpack.pte", "NCHW", "executorch", "executorch-xnnpack", "fp32"),
         ArtifactKind("executorch", "int8-pt2e", "_xnnpack-int8.pte", "NCHW", "executorch", "executorch-xnnpack-int8",
                      "int8"),
