@@ -173,7 +173,7 @@ def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int
     on the first 10 images (the default 4 px is not that far from 1.6 px on 10 images: one draw's interval
     reaches 4.1)."""
     from judging.gates import BORDERLINE
-    from judging.inputs import synthetic_inputs
+    from judging.inputs import InputSet, synthetic_inputs
     from judging.more_images import judge_until_decided
     from judging.parity import input_px_errors
 
@@ -188,15 +188,16 @@ def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int
     draws = {seed: synthetic_inputs(spec, MAX_JUDGED_IMAGES, seed) for seed in range(1, 6)}
     refs = {seed: References.of(loaded, d.images) for seed, d in draws.items()}
     joints = {seed: run(d.images) for seed, d in draws.items()}
-    outcomes: dict[float, list[tuple[bool, int]]] = {}
+    outcomes: dict[float, list[tuple[bool, int, str]]] = {}
     for budget in (cost - 0.3, cost + 0.3, cost * 3, cost / 3):
         budgets = Budgets(int8=budget)
         for seed, d in draws.items():
             judged = np.ones(10, bool)
             verdict = judge(joints[seed][:10], "int8", refs[seed].subset(np.arange(10)), judged, budgets)
 
-            def draw(extra, seed=seed):  # the next images of this draw, and the references on all so far
-                return synthetic_inputs(spec, extra, seed, start=10), refs[seed].subset(np.arange(10 + extra))
+            def draw(extra, seed=seed, d=d):  # the next images of this draw, and the references on all so far
+                more = InputSet(d.images[10:10 + extra], d.sources[10:10 + extra])
+                return more, refs[seed].subset(np.arange(10 + extra))
 
             rows = iter(range(10, MAX_JUDGED_IMAGES))
             final = judge_until_decided(verdict, joints[seed][:10], judged, "int8", budgets, draw,
