@@ -19,7 +19,6 @@ from models.synthetic.untrained import write_synthetic_checkpoint
 environment.apply()
 
 
-
 @pytest.fixture(autouse=True)
 def _root_log_handlers_restored():
     """The CLI's `logging.basicConfig(force=True)` binds the root logger to the stream pytest captured for

@@ -117,7 +117,7 @@ def test_a_graph_torch_export_cannot_capture_is_one_clear_error(tiny_model, tiny
 
 
 @pytest.mark.campaign
-def test_an_xs_export_publishes_both_programs_verified_golden_and_benched(tmp_path, capsys):
+def test_an_xs_export_publishes_its_three_programs_verified_golden_and_benched(tmp_path, capsys):
     """`--formats executorch` on the shipped XS weights: both .pte files published with every op delegated,
     re-judged by verify, their golden vectors pass check-golden from the golden files, the bench times them
     with the runtime's own thread pool, and the model card lists them."""
