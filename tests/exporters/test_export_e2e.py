@@ -65,6 +65,9 @@ def test_every_artifact_passes_its_gate_when_rerun_here(xs_export):
     assert all(r["reason"] == "precision cost over budget" for r in rejected.values()), rejected
     # weights marked untrained: int8 is not built (its error would only measure the random heatmaps), and it says so
     assert "not trained" in manifest["skipped"]["tflite-int8"]
+    # nor are more images spent on a borderline cost of such weights: every file judged on the photo crops
+    crops = [s for s in manifest["verification"]["sources"] if not s.startswith(("random:", "synthetic-eval:"))]
+    assert {a["verdict"]["cost"]["n_inputs"] for a in manifest["artifacts"]} == {len(crops)}
 
 
 @pytest.mark.e2e
