@@ -152,7 +152,10 @@ class ExportRun:
         references on the verification set extended by them (cached: files judged alike share them)."""
         more = more_judged_images(self.loaded.spec, self.inputs, extra, self.options.seed, judged)
         if more.sources not in self.extensions:
-            self.extensions[more.sources] = self.references.extended(more.images)
+            # a longer draw starts with a shorter one: PyTorch runs on the images no earlier draw had
+            known = max((k for k in self.extensions if more.sources[:len(k)] == k), key=len, default=())
+            base = self.extensions[known] if known else self.references
+            self.extensions[more.sources] = base.extended(more.images[len(known):])
         return more, self.extensions[more.sources]
 
     def reject(self, kind: ArtifactKind, reason: str, detail: str, verdict: dict | None = None,

@@ -23,6 +23,7 @@ from torch import nn
 from common.errors import ExportError
 from common.files import write_atomic
 from common.quiet import hushed
+from runtimes.executorch_coreml import BACKEND_ID as COREML_BACKEND_ID
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _export(model: nn.Module, example: torch.Tensor):
 
 
 XNNPACK = "XnnpackBackend"
-COREML = "CoreMLBackend"
+COREML = COREML_BACKEND_ID
 
 
 def delegation(edge, backend: str = XNNPACK) -> dict:
