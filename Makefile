@@ -8,7 +8,7 @@ OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
 
-.PHONY: install lint test test-fast test-campaign arm64 test-arm64 export bench diagnose kernels robustness clean
+.PHONY: install lint test test-fast test-campaign arm64 test-arm64 gpu test-gpu export bench diagnose kernels robustness clean
 
 # pip's own chatter goes to $(VENV)/install.log; on a failure its tail is printed.
 $(STAMP): pyproject.toml
@@ -25,14 +25,14 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install
-	$(BIN)/pytest -q -m "not campaign and not arm64"
+	$(BIN)/pytest -q -m "not campaign and not arm64 and not gpu"
 
 # The campaign slices (minutes each): CI runs them after `make test`.
 test-campaign: install
 	$(BIN)/pytest -q -m campaign
 
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e and not slow and not campaign and not arm64"
+	$(BIN)/pytest -q -m "not e2e and not slow and not campaign and not arm64 and not gpu"
 
 # The emulated phone cores (qemu user mode, an aarch64 Python, the runtimes' arm64 wheels) in
 # artifacts/cache/arm64: once ~40 s, then ~7 s (a self-check). Installs Debian's qemu-user (apt-get, as root).
@@ -42,6 +42,16 @@ arm64: install
 # Every .tflite/.onnx of an XS export judged and counted on the emulated cores (minutes); CI runs it.
 test-arm64: arm64
 	$(BIN)/pytest -q -m arm64
+
+# LiteRT's GPU accelerator on a software Vulkan device (Mesa 25's lavapipe, unpacked from bookworm-backports)
+# in artifacts/cache/gpu: once ~25 s, then ~4 s (a self-check). Installs Debian's Vulkan loader, Mesa and
+# vulkan-tools (apt-get, as root).
+gpu: install
+	$(BIN)/python -m runtimes.gpu.setup
+
+# The GPU accelerator's two precisions, its failure paths and an XS export's .tflite files on it (~1.5 min); CI runs it.
+test-gpu: gpu
+	$(BIN)/pytest -q -m gpu
 
 export: install
 	$(BIN)/convnextpose export --variant $(VARIANT) --out $(OUT) $(if $(CKPT),--checkpoint $(CKPT))

@@ -17,7 +17,8 @@ from models.contract import INPUT_NAME, OUTPUT_NAME
 from runtimes import coreml, executorch_coreml, executorch_runtime, litert, onnxrt
 from runtimes.session import Session
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "RUNTIME_PACKAGES", "Session", "open_session", "run_artifact"]
+__all__ = ["ACCELERATORS", "INPUT_NAME", "OUTPUT_NAME", "RUNTIMES", "RUNTIME_PACKAGES", "Session", "open_session",
+           "run_artifact"]
 
 #: Runtime key (what an artifact kind names, and the manifest records) -> opener(path, threads, layout).
 RUNTIMES: dict[str, Callable[[Path, int, str], Session]] = {
@@ -39,11 +40,29 @@ RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "c
                     "executorch": "executorch", "executorch-coreml": "coremltools"}
 
 
-def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW", cpu: str | None = None) -> Session:
+#: Accelerators a runtime's file can be opened on instead of a CPU: name -> (runtime, GPU precision).
+#: "gpu": LiteRT's GPU accelerator with its default options (fp16 arithmetic, what a phone's GPU computes);
+#: "gpu-fp32": the same with enforce_f32. Here on a software Vulkan device (runtimes/gpu, `make gpu`).
+ACCELERATORS = {"gpu": ("litert", "fp16"), "gpu-fp32": ("litert", "fp32")}
+
+
+def open_session(runtime: str, path: Path, threads: int = 2, layout: str = "NCHW", cpu: str | None = None,
+                 accelerator: str | None = None) -> Session:
     """``cpu``: an emulated arm64 CPU model (runtimes/arm64/target.py, e.g. "cortex-a76") instead of this
-    machine's; it runs one thread, as the instruction counts and phone figures assume."""
+    machine's; it runs one thread, as the instruction counts and phone figures assume. ``accelerator``: one of
+    ACCELERATORS instead of a CPU (a process per batch, not timed; ``threads`` does not apply)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if accelerator is not None:
+        if accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {accelerator!r}; known: {', '.join(ACCELERATORS)}")
+        accelerated, precision = ACCELERATORS[accelerator]
+        if runtime != accelerated or cpu is not None:
+            raise ValueError(f"accelerator {accelerator!r} runs {accelerated} files on this machine, not {runtime} "
+                             f"files{' on an emulated CPU' if cpu else ''}")
+        from runtimes.gpu import runner as gpu_runner
+
+        return gpu_runner.open_session(Path(path), layout, precision)
     if cpu is not None:
         from runtimes.arm64 import runner, target
 

@@ -8,7 +8,7 @@ Steps, each skipped when its result is already there:
    runs the verification; it cannot load plugins (built static);
 2. Debian's arm64 packages of CPython 3.11 and its C libraries, fetched with a *private* apt
    configuration (own sources list, lists and archive folders under the cache: the system's apt
-   sources and architectures are not touched) and unpacked with ``dpkg-deb -x``;
+   sources and architectures are not touched; runtimes/debian.py) and unpacked with ``dpkg-deb -x``;
 3. the aarch64 wheels of exactly the versions installed here (numpy, ai-edge-litert, onnxruntime
    and what they need), ``pip download --platform ... --only-binary=:all:`` then ``pip install --target``;
 4. one root folder per CPU model: links into the unpacked system plus its own ``/proc/cpuinfo``;
@@ -30,8 +30,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+from runtimes import debian
 from runtimes.arm64 import target
 from runtimes.arm64.target import CPU_MODELS, PLUGIN, ROOT, SITE, SYSROOT
+from runtimes.debian import DEBIAN_MIRROR, DEBIAN_SECURITY, PrivateApt
 
 log = logging.getLogger("arm64-setup")
 
@@ -43,22 +45,17 @@ GUEST_DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdl
               "libffi8", "libssl3", "libgcc-s1", "libstdc++6", "libbz2-1.0", "liblzma5", "libuuid1")
 #: The runtimes whose arm64 builds judge the files: the same versions as on this machine.
 GUEST_WHEELS = target.GUEST_PACKAGES
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 #: Every manylinux tag the unpacked glibc (Debian 12: 2.36) satisfies; LiteRT ships manylinux_2_27 only.
 GUEST_GLIBC_MINOR = 36
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{m}_aarch64" for m in range(17, GUEST_GLIBC_MINOR + 1)))
 PLUGIN_SOURCE = Path(__file__).with_name("insn_count.c")
 
 
+WHO = "arm64 set-up"
+
+
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    log.debug("$ %s", " ".join(map(str, cmd)))
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise SystemExit(f"arm64 set-up: `{' '.join(map(str, cmd[:4]))} ...` failed ({result.returncode}):\n{tail}")
-    return result
+    return debian.run(cmd, WHO, **kwargs)
 
 
 # ---- 1. host tools ---------------------------------------------------------------------------
@@ -69,75 +66,40 @@ def host_tools() -> None:
         ["pkg-config", "--exists", "glib-2.0"], capture_output=True).returncode == 0
     if not has_glib:
         missing.append(GLIB_PACKAGE)
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SystemExit(f"arm64 set-up needs Debian packages {' '.join(missing)}: "
-                         f"sudo apt-get install {' '.join(missing)}, then run `make arm64` again")
-    log.info("installing %s (apt-get)", " ".join(missing))
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    debian.install_system_packages(missing, WHO, "arm64")
 
 
 # ---- 2. Debian arm64 packages through a private apt configuration -----------------------------
 
-def apt_options(apt: Path, arch: str = "arm64") -> list[str]:
-    return ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
-            "-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt / 'cache'}",
-            "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
-            "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]
+def private_apt() -> PrivateApt:
+    sources = {DEBIAN_MIRROR: "bookworm bookworm-updates", DEBIAN_SECURITY: "bookworm-security"}
+    return debian.private_apt(ROOT / "apt", "arm64", debian.source_lines("arm64", sources, ("deb", "deb-src")), WHO)
 
 
-def private_apt() -> Path:
-    apt = ROOT / "apt"
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    lines = []
-    for kind in ("deb", "deb-src"):
-        for uri, suites in ((DEBIAN_MIRROR, "bookworm bookworm-updates"), (DEBIAN_SECURITY, "bookworm-security")):
-            for suite in suites.split():
-                lines.append(f"{kind} [arch=arm64 signed-by={KEYRING}] {uri} {suite} main")
-    (apt / "sources.list").write_text("\n".join(lines) + "\n")
-    if not any((apt / "lists").glob("*Packages*")):
-        log.info("reading Debian's arm64 package lists (private apt state in %s)", apt)
-        run(["apt-get", *apt_options(apt), "update", "-qq"])
-    return apt
-
-
-def guest_system(apt: Path) -> None:
+def guest_system(apt: PrivateApt) -> None:
     if (SYSROOT / target.GUEST_PYTHON.lstrip("/")).is_file():
         return
-    debs = apt / "debs"
-    debs.mkdir(exist_ok=True)
+    debs = apt.folder / "debs"
     log.info("fetching Debian's arm64 CPython 3.11 and its libraries (%d packages)", len(GUEST_DEBS))
-    run(["apt-get", *apt_options(apt), "download", *(f"{p}:arm64" for p in GUEST_DEBS)], cwd=debs)
-    staging = SYSROOT.with_name("sysroot.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for deb in sorted(debs.glob("*.deb")):
-        run(["dpkg-deb", "-x", str(deb), str(staging)])
-    staging.rename(SYSROOT)
+    apt.download([f"{p}:arm64" for p in GUEST_DEBS], debs)
+    debian.unpack(sorted(debs.glob("*.deb")), SYSROOT, WHO)
 
 
 def fast_emulator() -> None:
     """Debian 13's qemu-user, unpacked: the emulator that runs the verification (module docstring)."""
     if target.FAST_QEMU.is_file():
         return
-    apt = ROOT / "apt-trixie"
-    for sub in ("lists/partial", "cache/archives/partial", "debs"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(f"deb [arch=amd64 signed-by={KEYRING}] {DEBIAN_MIRROR} trixie main\n")
+    apt = debian.private_apt(ROOT / "apt-trixie", "amd64", debian.source_lines("amd64", {DEBIAN_MIRROR: "trixie"}),
+                             WHO)
     log.info("fetching Debian 13's qemu-user (unpacked into %s, not installed)", target.FAST_QEMU_DIR)
-    run(["apt-get", *apt_options(apt, "amd64"), "update", "-qq"])
-    run(["apt-get", *apt_options(apt, "amd64"), "download", "qemu-user"], cwd=apt / "debs")
-    staging = target.FAST_QEMU_DIR.with_name("qemu-fast.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    run(["dpkg-deb", "-x", str(next((apt / "debs").glob("qemu-user_*.deb"))), str(staging)])
-    keep = staging / "usr" / "bin" / "qemu-aarch64"
+    debs = apt.folder / "debs"
+    apt.download(["qemu-user"], debs)
+    unpacked = target.FAST_QEMU_DIR.with_name("qemu-user-trixie")
+    debian.unpack([next(debs.glob("qemu-user_*.deb"))], unpacked, WHO)
     target.FAST_QEMU_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(keep), target.FAST_QEMU)
-    shutil.rmtree(staging)
-    shutil.rmtree(apt / "debs")  # 71 MB of other guests' emulators
+    shutil.move(str(unpacked / "usr" / "bin" / "qemu-aarch64"), target.FAST_QEMU)
+    shutil.rmtree(unpacked)
+    shutil.rmtree(debs)  # 71 MB of other guests' emulators
 
 
 # ---- 3. aarch64 wheels -----------------------------------------------------------------------
@@ -219,15 +181,15 @@ def cpu_roots() -> None:
 
 # ---- 5. the counting plugin ------------------------------------------------------------------
 
-def plugin_header(apt: Path) -> Path:
+def plugin_header(apt: PrivateApt) -> Path:
     include = ROOT / "plugin" / "include"
     header = include / "qemu-plugin.h"
     if header.is_file():
         return include
-    source = apt / "qemu-source"
+    source = apt.folder / "qemu-source"
     source.mkdir(exist_ok=True)
     log.info("fetching Debian's qemu source package for qemu-plugin.h (once)")
-    run(["apt-get", *apt_options(apt), "source", "--download-only", "-qq", "qemu"], cwd=source)
+    apt.apt_get("source", "--download-only", "-qq", "qemu", cwd=source)
     tarballs = sorted(source.glob("qemu_*.orig.tar.*"))
     if not tarballs:
         raise SystemExit(f"arm64 set-up: no qemu source tarball in {source}")
@@ -241,7 +203,7 @@ def plugin_header(apt: Path) -> Path:
     return include
 
 
-def counting_plugin(apt: Path) -> None:
+def counting_plugin(apt: PrivateApt) -> None:
     digest = hashlib.sha256(PLUGIN_SOURCE.read_bytes()).hexdigest()[:16]
     stamp = PLUGIN.with_suffix(".source")
     if PLUGIN.is_file() and stamp.is_file() and stamp.read_text() == digest:
