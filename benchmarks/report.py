@@ -35,9 +35,10 @@ def judged_parity(bench: dict, row: dict) -> dict | None:
 def _adaptive_note(row: dict) -> str:
     adaptive = row["adaptive"]
     layers, last = adaptive["float_layers"], adaptive["attempts"][-1]
-    here = f"; here {1 / row['ratio_to_tflite_fp32']:.2f}x" if row.get("ratio_to_tflite_fp32") else ""
+    here = f"; speed-up over TFLite fp32 here {1 / row['ratio_to_tflite_fp32']:.2f}x" \
+        if row.get("ratio_to_tflite_fp32") else ""
     return (f"- {row['backend']}: {len(layers)} of {len(adaptive['sensitivity_p99_input_px'])} layers kept float "
-            f"({', '.join(layers)}); speed-up over TFLite fp32 at export {last['speedup_over_fp32']:.2f}x{here}")
+            f"({', '.join(layers)}; {last['float_mac_share']:.0%} of the multiply-accumulates){here}")
 
 
 def markdown(bench: dict) -> str:

@@ -15,6 +15,7 @@ from common.errors import ExportError
 from common.images import content_digest, list_images, read_rgb
 from common.paths import SAMPLE_PHOTOS_DIR as DEFAULT_IMAGES_DIR
 from common.tables import few
+from judging.gates import PHOTO_UNIT
 from models.checkpoint import LoadedCheckpoint
 from models.spec import ModelSpec
 
@@ -23,10 +24,17 @@ NUM_SYNTHETIC_INPUTS = 10
 #: Source prefixes of the input groups; photos have none.
 RANDOM_PREFIX, SYNTHETIC_PREFIX = "random:", "synthetic-eval:"
 _WIDE = 1.3  # aspect ratio past which a photo gives left/centre/right crops
-#: More judged images for a photo-judged cost: squares of this fraction of a photo's short side, so the
-#: person stays mostly in view (the kind of crop the judged set holds), mirrored half the time.
-AUGMENTED_SCALE = (0.7, 1.0)
-AUGMENTED_TAG = "aug"  # source "photo.jpg:aug3": the 4th augmented crop of photo.jpg
+#: More judged images for a photo-judged cost: crops like the ones an app hands over -- a person detector's box
+#: around the whole figure, square -- jittered as one detector differs from another or from frame to frame:
+#: the box side scaled by up to +-10 %, its centre moved by up to 5 % of the side (IoU with the judged crop
+#: >= ~0.75), mirrored half the time; the part of a box beyond the photo is black, as an app pads it.
+BOX_SCALE, BOX_SHIFT = 0.10, 0.05
+BOX_TAG = "box"  # source "photo.jpg:centre:box3": the 4th jittered box of the judged crop photo.jpg:centre
+#: Crops of one photo are one unit of evidence (judging/gates.py), so more of them stop paying once each judged
+#: crop has a few jittered boxes: measured, 3 per image already brought the small-sample widening an interval
+#: needs from 1.7x to 1.2-1.4x at 8 images. A photo-judged cost is judged on at most this many rows per judged
+#: crop (it and 7 boxes); the photos themselves are the rest of the evidence, and a user adds them (--images).
+MAX_ROWS_PER_JUDGED_CROP = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,12 @@ class InputSet:
         """Per row: the content digest of the photo it was cropped from (None for other groups)."""
         return [self.photo_digests.get(s.split(":", 1)[0]) if m else None
                 for s, m in zip(self.sources, self.group_masks().get("photos", np.zeros(len(self), bool)))]
+
+    def units(self) -> np.ndarray:
+        """Per row, its unit of evidence (judging/gates.cost_interval): the photo it was cut from
+        (PHOTO_UNIT + content digest: every crop of a photo is one unit), else the row itself."""
+        digests = self.photo_row_digests()
+        return np.array([f"{PHOTO_UNIT}{d}" if d else source for source, d in zip(self.sources, digests)])
 
     def record(self, seed: int) -> dict:
         """What the manifest keeps so a later bench can rebuild exactly this set."""
@@ -118,41 +132,70 @@ def synthetic_inputs(spec: ModelSpec, n: int, seed: int, start: int = 0) -> Inpu
     return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(start, start + n)))
 
 
-def augmented_crop(photo: Image.Image, size: int, seed: int, file: str, k: int) -> np.ndarray:
-    """The ``k``-th augmented square crop of ``photo`` (file name ``file``): a square of 70-100 % of its short
-    side at a random place, mirrored half the time, resized to ``size``. It depends on (seed, file, k) only."""
-    rng = np.random.default_rng([seed, zlib.crc32(file.encode()), k])
-    w, h = photo.size
-    side = max(1, int(round(min(w, h) * rng.uniform(*AUGMENTED_SCALE))))
-    x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-    crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
+def square_box(image_size: tuple[int, int], crop_name: str) -> tuple[int, int, int]:
+    """(x, y, side) of the judged square crop ``crop_name`` of a photo of ``image_size`` (square_crops)."""
+    w, h = image_size
+    side = min(w, h)
+    x, y = {"centre": ((w - side) // 2, (h - side) // 2), "left": (0, 0), "top": (0, 0),
+            "right": (w - side, h - side), "bottom": (w - side, h - side)}[crop_name]
+    return x, y, side
+
+
+def box_crop(photo: Image.Image, crop_name: str, size: int, seed: int, source: str, k: int) -> np.ndarray:
+    """The ``k``-th jittered detector box around the judged crop ``crop_name`` of ``photo`` (BOX_SCALE,
+    BOX_SHIFT), resized to ``size``; it depends on (seed, source, k) only."""
+    rng = np.random.default_rng([seed, zlib.crc32(source.encode()), k])
+    x, y, side = square_box(photo.size, crop_name)
+    new_side = side * rng.uniform(1 - BOX_SCALE, 1 + BOX_SCALE)
+    cx, cy = (x + side / 2 + rng.uniform(-BOX_SHIFT, BOX_SHIFT) * side,
+              y + side / 2 + rng.uniform(-BOX_SHIFT, BOX_SHIFT) * side)
+    box = tuple(int(round(v)) for v in (cx - new_side / 2, cy - new_side / 2, cx + new_side / 2, cy + new_side / 2))
+    crop = photo.crop(box).resize((size, size), Image.Resampling.BILINEAR)  # PIL pads beyond the photo with black
     if rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
-def augmented_photo_crops(folder: Path, files: list[str], size: int, n: int, seed: int) -> InputSet:
-    """``n`` augmented crops of the photos ``files`` in ``folder``, taken in turn (the i-th row is crop
-    i // len(files) of photo i % len(files)): a longer set starts with a shorter one's rows."""
+def box_crops(folder: Path, judged_sources: list[str], size: int, n: int, seed: int) -> InputSet:
+    """``n`` jittered boxes around the judged crops ``judged_sources`` ("photo.jpg:centre") of the photos in
+    ``folder``, taken in turn (row i is box i // m of crop i % m): a longer set starts with a shorter one's rows."""
+    files = sorted({s.split(":", 1)[0] for s in judged_sources})
     photos = {f: read_rgb(Path(folder) / f, "image", ExportError) for f in files}
-    rows = [(files[i % len(files)], i // len(files)) for i in range(n)]
-    images = [augmented_crop(photos[f], size, seed, f, k) for f, k in rows]
+    m = len(judged_sources)
+    rows = [(judged_sources[i % m], i // m) for i in range(n)]
+    images = [box_crop(photos[src.split(":", 1)[0]], src.split(":", 1)[1], size, seed, src, k) for src, k in rows]
     return InputSet(np.stack(images) if images else np.zeros((0, 3, size, size), np.float32),
-                    tuple(f"{f}:{AUGMENTED_TAG}{k}" for f, k in rows))
+                    tuple(f"{src}:{BOX_TAG}{k}" for src, k in rows))
+
+
+def judged_crops(inputs: InputSet, judged: np.ndarray) -> list[str]:
+    """The judged rows' own crops of photos (not the boxes drawn around them), in the set's order."""
+    return [s for s, j in zip(inputs.sources, judged) if j and s.count(":") == 1 and s.split(":", 1)[0]
+            in inputs.photo_digests]
+
+
+def most_judged_rows(inputs: InputSet, judged: np.ndarray, cap: int) -> int:
+    """The most rows a borderline cost of the ``judged`` rows is judged on: ``cap`` for the synthetic task's
+    images, MAX_ROWS_PER_JUDGED_CROP per judged crop (at most ``cap``) for photos."""
+    if inputs.judged_group == "synthetic":
+        return cap
+    return min(cap, MAX_ROWS_PER_JUDGED_CROP * len(judged_crops(inputs, judged)))
 
 
 def more_judged_images(spec: ModelSpec, inputs: InputSet, n: int, seed: int, judged: np.ndarray) -> InputSet:
     """``n`` more images of the kind the ``judged`` rows of ``inputs`` are: the synthetic evaluation images
-    that follow the set's own, or augmented crops of the judged photos (each row judged like the photo it
-    is cut from, so the photos a calibrated file must not be judged on stay out). What a borderline cost
-    is judged on (exporters/build/export_run.py); `verify` rebuilds the same rows from the same record."""
+    that follow the set's own, or jittered detector boxes around the judged photo crops (each row judged like
+    the photo it is cut from, so the photos a calibrated file must not be judged on stay out, and counted as
+    that photo: InputSet.units). What a borderline cost is judged on (exporters/build/export_run.py); `verify`
+    rebuilds the same rows from the same record."""
     if inputs.judged_group == "synthetic":
         first = int(inputs.group_masks().get("synthetic", np.zeros(0, bool)).sum())
         return synthetic_inputs(spec, n, seed, start=first)
-    files = sorted({source.split(":", 1)[0] for source, j in zip(inputs.sources, judged) if j})
-    if not files or inputs.photos_dir is None:
+    crops = judged_crops(inputs, judged)
+    if not crops or inputs.photos_dir is None:
         raise ExportError("no judged photo to draw more images from")
-    return augmented_photo_crops(inputs.photos_dir, files, spec.input_size, n, seed)
+    more = box_crops(inputs.photos_dir, crops, spec.input_size, n, seed)
+    return InputSet(more.images, more.sources, inputs.photo_digests, inputs.photos_dir)
 
 
 def parity_inputs(size: int, images_dir: Path | None = None, seed: int = 0,

@@ -29,19 +29,22 @@ MAX_JUDGED_IMAGES = 160
 Draw = Callable[[int], tuple[InputSet, References]]
 
 
-def judge_until_decided(verdict: Verdict, joints: np.ndarray, judged: np.ndarray, arithmetic: str, budgets: Budgets,
-                        draw: Draw, run_all: Callable[[np.ndarray], np.ndarray], name: str = "",
-                        cap: int = MAX_JUDGED_IMAGES) -> Verdict:
-    """``verdict`` (on ``joints`` with ``judged`` rows) judged on more images while it is borderline;
-    ``run_all`` gives the file's joints on (N, 3, S, S) RGB [0, 1] images."""
+def judge_until_decided(verdict: Verdict, joints: np.ndarray, judged: np.ndarray, units: np.ndarray | None,
+                        arithmetic: str, budgets: Budgets, draw: Draw, run_all: Callable[[np.ndarray], np.ndarray],
+                        name: str = "", cap: int = MAX_JUDGED_IMAGES) -> Verdict:
+    """``verdict`` (on ``joints`` with ``judged`` rows, ``units`` their units of evidence: InputSet.units) judged
+    on more images while it is borderline, up to ``cap`` judged rows; ``run_all`` gives the file's joints on
+    (N, 3, S, S) RGB [0, 1] images."""
     first = int(judged.sum())
+    units = np.arange(len(judged)).astype(str) if units is None else np.asarray(units)
     drawn = 0
     while verdict.kind == BORDERLINE and int(judged.sum()) < cap:
         more, refs = draw(min(2 * int(judged.sum()), cap) - first)
         joints = np.concatenate([joints, run_all(more.images[drawn:])])
         judged = np.concatenate([judged, np.ones(len(more) - drawn, dtype=bool)])  # all of the judged kind
+        units = np.concatenate([units, more.units()[drawn:]])
         drawn = len(more)
-        verdict = judge(joints, arithmetic, refs, judged, budgets)
-        log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s, %s", name, int(judged.sum()),
-                 verdict.cost.p99_input_px, verdict.interval.cell(), verdict.kind)
+        verdict = judge(joints, arithmetic, refs, judged, budgets, units)
+        log.info("%s: borderline, judged again on %d images: cost p99 %.3g %s over %s, %s", name, int(judged.sum()),
+                 verdict.cost.p99_input_px, verdict.interval.cell(), verdict.interval.evidence, verdict.kind)
     return verdict

@@ -34,7 +34,7 @@ def judge_artifact(manifest: Manifest, art: Artifact, joints, refs: References, 
     judged = judged_mask_for(manifest, inputs, art.precision)
     if as_exported:
         judged &= np.cumsum(judged) <= art.verdict["cost"]["n_inputs"]
-    verdict = judge(joints, art.verdict["arithmetic"], refs, judged, budgets_of(manifest))
+    verdict = judge(joints, art.verdict["arithmetic"], refs, judged, budgets_of(manifest), inputs.units())
     return settle_borderline(verdict, manifest.gates.get("reject_borderline", False)) if as_exported else verdict
 
 

@@ -19,9 +19,9 @@ from exporters.converters.calibration import CalibrationChoice
 from exporters.formats import ArtifactKind
 from judging.cross_isa import host_record
 from judging.gates import BORDERLINE, Budgets, Verdict, judge, settle_borderline
-from judging.inputs import InputSet, more_judged_images
+from judging.inputs import InputSet, more_judged_images, most_judged_rows
 from judging.manifest import Artifact, Rejection
-from judging.more_images import judge_until_decided
+from judging.more_images import MAX_JUDGED_IMAGES, judge_until_decided
 from judging.readiness import lost, readiness
 from judging.references import References
 from models.checkpoint import LoadedCheckpoint
@@ -108,7 +108,7 @@ class ExportRun:
         session = open_session(kind.runtime, path, self.options.threads, layout)
         joints = session.run_all(self.artifact_inputs)
         judged = self.inputs.judged_mask() if judged is None else judged
-        verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets)
+        verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets, self.inputs.units())
         if verdict.kind == BORDERLINE:
             # weights marked untrained: a cost measures random heatmaps (README "Integer artifacts"), no images are
             # spent refining it (the untrained XS .mlpackage: 66 s of the reference evaluator on 150 more crops)
@@ -140,12 +140,13 @@ class ExportRun:
     def _judge_on_more_images(self, name: str, session, joints: np.ndarray, judged: np.ndarray, arithmetic: str,
                               verdict: Verdict) -> Verdict:
         """A cost whose interval straddles the budget, judged again on more images of the judged kind (the
-        synthetic task's evaluation split for weights trained on it, else augmented crops of the judged
-        photos) until it decides (judging/more_images.py); the images depend on their index only, so
-        `verify` rebuilds the same ones."""
-        return judge_until_decided(verdict, joints, judged, arithmetic, self.budgets,
+        synthetic task's evaluation split for weights trained on it, else jittered detector boxes around the
+        judged photo crops) until it decides (judging/more_images.py); the images depend on their index only,
+        so `verify` rebuilds the same ones."""
+        return judge_until_decided(verdict, joints, judged, self.inputs.units(), arithmetic, self.budgets,
                                    lambda extra: self._more_images(extra, judged),
-                                   lambda images: session.run_all(self.contract.prepare(images)), name)
+                                   lambda images: session.run_all(self.contract.prepare(images)), name,
+                                   most_judged_rows(self.inputs, judged, MAX_JUDGED_IMAGES))
 
     def _more_images(self, extra: int, judged: np.ndarray) -> tuple[InputSet, References]:
         """``extra`` more images of the kind the ``judged`` rows are (judging/inputs.more_judged_images), and the

@@ -384,4 +384,4 @@ def adaptive_note(file: str, adaptive: dict) -> str:
     layers = adaptive["float_layers"]
     return (f"adapted {file}: {len(layers)} of {len(adaptive['sensitivity_p99_input_px'])} layers kept float "
             f"({', '.join(layers)}): cost p99 {last['cost_p99_input_px']:.3g} input px, "
-            f"{last['speedup_over_fp32']:.2f}x the fp32 .tflite's speed; per-layer sensitivity in manifest.json")
+            f"{last['float_mac_share']:.0%} of the multiply-accumulates float; per-layer sensitivity in manifest.json")

@@ -137,7 +137,7 @@ def build_tflite(run: ExportRun, fmt: ExportFormat) -> None:
     work.mkdir(parents=True)
     onnx_path = work / "mobile.onnx"
     to_onnx.export_onnx(mobile_model, run.contract, onnx_path, run.metadata, o.opset, False)
-    simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata)
+    simplify_onnx(onnx_path, onnx_path, o.simplifier, run.metadata, for_ort=False)
     photos = run.inputs.images[run.inputs.group_masks()["photos"]]
     keras_model = to_tflite.onnx_to_keras(onnx_path, work, photos)
     for kind in fmt.artifacts:
@@ -213,11 +213,7 @@ def _adapt(run: ExportRun, kind: ArtifactKind, fp32: Path, qsvs: dict, judged: n
         joints = open_session(kind.runtime, candidate, run.options.threads, kind.layout).run_all(files[judged])
         return parity_stats(joints, run.references.fp32[judged], run.loaded.spec).p99_input_px
 
-    def speedup(flatbuffer: bytes) -> float:
-        candidate.write_bytes(flatbuffer)
-        return int8_adaptive.measure_speedup(fp32, candidate, files[:1], run.options.threads, kind.layout)
-
-    adaptation = int8_adaptive.adapt(model_bytes, layers, qsvs, evaluate, speedup, run.budgets.int8)
+    adaptation = int8_adaptive.adapt(model_bytes, layers, qsvs, evaluate, run.budgets.int8)
     record = {"adaptive": adaptation.to_dict()}
     if adaptation.model is None:
         run.reject(kind, OVER_BUDGET, f"no adaptive recipe within the limits: {adaptation.limit}", details=record)

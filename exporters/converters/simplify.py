@@ -13,7 +13,9 @@ from exporters.converters.to_onnx import set_metadata
 SIMPLIFIERS = ("onnxsim", "onnxslim")
 
 
-def simplify_onnx(src: Path, dst: Path, simplifier: str, metadata: dict[str, str]) -> dict:
+def simplify_onnx(src: Path, dst: Path, simplifier: str, metadata: dict[str, str], for_ort: bool = True) -> dict:
+    """``for_ort``: the file ONNX Runtime runs on phones (the soft-argmax rewritten for its providers:
+    exporters/converters/onnx_mobile.py); False for the graph onnx2tf converts."""
     proto = onnx.load(str(src))
     before = len(proto.graph.node)
     if simplifier == "onnxsim":
@@ -28,7 +30,7 @@ def simplify_onnx(src: Path, dst: Path, simplifier: str, metadata: dict[str, str
         simplified = onnxslim.slim(proto)
     else:
         raise ExportError(f"unknown simplifier {simplifier!r}; choose from {', '.join(SIMPLIFIERS)}")
-    rewrites = for_mobile_providers(simplified)  # the phone's ONNX file: one partition for NNAPI / Core ML
+    rewrites = for_mobile_providers(simplified, ort_tail=for_ort)  # one partition for NNAPI / Core ML
     set_metadata(simplified, metadata)
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, str(dst))

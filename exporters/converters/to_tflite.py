@@ -56,7 +56,12 @@ def onnx_to_keras(onnx_path: Path, work_dir: Path, calibration_images: np.ndarra
     """Run onnx2tf; returns its Keras model (NHWC input), nothing written: onnx2tf's own SavedModel and
     its two .tflite files (5-8 s of a 12 s stage for S, measured) are not what we ship."""
     import onnx2tf
+    import tf_keras
 
+    # Keras numbers its layers and models per process ("model_4/tf.math.add_119/Add"), and those names become
+    # the .tflite's tensor names: without a fresh session a second conversion in one process (a test, a
+    # notebook) wrote different bytes for the same model
+    tf_keras.backend.clear_session()
     work_dir = work_dir.resolve()  # resolved before chdir
     work_dir.mkdir(parents=True, exist_ok=True)
     # onnx2tf rewrites its input file in place (it re-simplifies it): give it a private copy.

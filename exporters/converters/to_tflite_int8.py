@@ -4,10 +4,10 @@
   activations quantised on the fly. No calibration; XNNPACK runs those convs with its
   dynamically-quantised (QD8) kernels.
 - ``int8-w8a8-mixed`` (:func:`quantize_static` with :data:`W8A8_MIXED`): the full-integer body --
-  int8 per-channel weights and int8 activations for every convolution, add, mul, resize (and the
-  exact transpose/reshape) -- with SOFTMAX and the coordinate FULLY_CONNECTED kept float. A
-  softmax over J x D x H x W logits and the coordinate sums after it do not survive 8-bit
-  activations (3.9 px mean error with them in int8, measured on XS), the body does.
+  int8 per-channel weights and int8 activations for every convolution, add and resize -- with the
+  soft-argmax tail (TAIL_OPS) kept float. A softmax over J x D x H x W logits and the coordinate sums
+  after it do not survive 8-bit activations (3.9 px mean error with them in int8, measured on XS), the
+  body does.
 
 Both are built with ai-edge-quantizer on the fp32 flatbuffer (never hand-edited); its metadata
 buffer and signature survive. The graph input and output stay float (``no_quantize`` on the
@@ -35,21 +35,21 @@ log = logging.getLogger(__name__)
 
 ModelSource = Path | str | bytes
 
-#: The soft-argmax tail as onnx2tf emits it: NHWC -> NCHW TRANSPOSE, RESHAPE to (1, J, D*H*W),
-#: SOFTMAX, and a FULLY_CONNECTED with the constant voxel-coordinate table (BATCH_MATMUL in other
-#: converters). None of these op types occurs in the body, so matching by type is enough. MUL is
-#: NOT here: the body's standalone BatchNorms are MUL (+ ADD), and a float op inside the int8 body
-#: costs a DEQUANTIZE/QUANTIZE pair each.
-TAIL_OPS: tuple[str, ...] = ("TRANSPOSE", "RESHAPE", "SOFTMAX", "FULLY_CONNECTED", "BATCH_MATMUL")
-#: The part of the tail that must be float. TRANSPOSE/RESHAPE only move int8 values (same scale:
-#: bit-exact), and moving int8 instead of float before the DEQUANTIZE is 4x less memory traffic.
-TAIL_FLOAT_OPS: tuple[str, ...] = ("SOFTMAX", "FULLY_CONNECTED", "BATCH_MATMUL")
+#: The soft-argmax tail as onnx2tf emits it (models/network.SoftArgmax3D): NHWC -> NCHW TRANSPOSE, RESHAPEs,
+#: REDUCE_MAX, SUB, EXP, SUMs over one axis at a time, MULs with the axis indices, CONCATENATION, DIV. None of
+#: these op types occurs in the body (DEPTHWISE_CONV_2D, CONV_2D, ADD, RESIZE_BILINEAR once every BatchNorm is
+#: folded), so matching by type is enough.
+TAIL_OPS: tuple[str, ...] = ("TRANSPOSE", "RESHAPE", "REDUCE_MAX", "SUB", "EXP", "SUM", "MUL", "CONCATENATION", "DIV")
+#: The tail is float from the logits on: its sums of exponentials and the coordinate sums do not survive 8-bit
+#: activations (an int8 softmax tail cost ~120 px). The RESHAPEs sit between float ops now, so they are float
+#: too (an int8 reshape there would put a QUANTIZE/DEQUANTIZE pair in the middle of the sums). EXP and
+#: REDUCE_MAX are not ops ai-edge-quantizer quantises at all: they stay float without a rule.
+TAIL_FLOAT_OPS: tuple[str, ...] = tuple(op for op in TAIL_OPS if op not in ("EXP", "REDUCE_MAX"))
 #: Dynamic range: XNNPACK has no hybrid (int8 weight, float activation) depthwise kernel -- such
 #: nodes fall back to TFLite's reference kernels and split the graph into 16 delegate partitions
 #: (measured: 39 of 121 nodes left out, 2x slower). Depthwise weights are tiny: they stay float.
-#: The FULLY_CONNECTED must stay float too: quantising the softmax output on the fly
-#: (probabilities ~1e-4) and the coordinate table costs 0.2 px mean.
-DYNAMIC_FLOAT_OPS: tuple[str, ...] = ("DEPTHWISE_CONV_2D",) + TAIL_OPS
+#: The tail stays float too (its MULs' constant index vectors are weights a dynamic recipe would quantise).
+DYNAMIC_FLOAT_OPS: tuple[str, ...] = ("DEPTHWISE_CONV_2D",) + TAIL_FLOAT_OPS
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,10 @@ def _batch_norm(op: MilOp) -> Kernel:
     return batch_norm
 
 
-@_reads("relu", "sigmoid", "tanh")
+@_reads("relu", "sigmoid", "tanh", "exp")
 def _unary(op: MilOp) -> Kernel:
     op.tensor("x")
-    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[op.type]
+    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "exp": torch.exp}[op.type]
 
 
 @_reads("add", "sub", "mul", "real_div")

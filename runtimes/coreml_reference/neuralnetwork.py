@@ -117,9 +117,21 @@ def _fold(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xs: tuple[to
     return out
 
 
-@_reads("multiplyBroadcastable", "divideBroadcastable")
+@_reads("multiplyBroadcastable", "divideBroadcastable", "subtractBroadcastable", "addBroadcastable")
 def _broadcastable(layer: Any, p: Any) -> Kernel:
-    return {"multiplyBroadcastable": torch.mul, "divideBroadcastable": torch.div}[layer.WhichOneof("layer")]
+    return {"multiplyBroadcastable": torch.mul, "divideBroadcastable": torch.div, "subtractBroadcastable": torch.sub,
+            "addBroadcastable": torch.add}[layer.WhichOneof("layer")]
+
+
+@_reads("unary")
+def _unary(layer: Any, p: Any) -> Kernel:
+    """UnaryFunctionLayerParams: f(scale * x + shift) with alpha / epsilon where the function takes them; the
+    soft-argmax's exponential is the one this project's files hold."""
+    kind = type(p).Operation.Name(p.type)
+    scale, shift = (p.scale or 1.0), p.shift  # an unset scale (0) means 1, as Core ML reads it
+    if kind != "EXP":
+        raise _unsupported(layer, f"unary function {kind}")
+    return lambda x: torch.exp(x * scale + shift)
 
 
 @_reads("upsample")

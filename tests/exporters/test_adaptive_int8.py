@@ -10,6 +10,10 @@ the sensitivity must rank that block first, and the adaptive file (that block fl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -46,6 +50,19 @@ def _export(capsys, checkpoint, out, *extra) -> tuple[int, dict, str]:
     return code, json.loads((out / MANIFEST_NAME).read_text()), printed
 
 
+@contextmanager
+def cpu_hog():
+    """Every core of this machine busy with another process's arithmetic while the block runs."""
+    spin = "import time\nwhile True: sum(i * i for i in range(10000))"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
 def test_the_outlier_changes_nothing_in_float(outlier_checkpoint):
     source, outlier = outlier_checkpoint
     x = torch.rand(2, 3, 256, 256)
@@ -60,6 +77,11 @@ def test_adaptive_int8_keeps_the_outlier_block_float_and_fits(outlier_checkpoint
     _, outlier = outlier_checkpoint
     out = tmp_path / "XS"
     code, manifest, printed = _export(capsys, outlier, out)
+    # no export decision rests on the clock: the same checkpoint exported beside a CPU hog publishes the same files
+    with cpu_hog():
+        _, busy, _ = _export(capsys, outlier, tmp_path / "XS-busy")
+    files = lambda m: {a["file"]: a["sha256"] for a in m["artifacts"]}  # noqa: E731
+    assert files(busy) == files(manifest) and "convnextpose-XS_int8-w8a8-adaptive.tflite" in files(manifest)
     rejected = {r["precision"]: r for r in manifest["rejected"]}
     published = {a["precision"]: a for a in manifest["artifacts"]}
     assert code == 3
@@ -74,7 +96,7 @@ def test_adaptive_int8_keeps_the_outlier_block_float_and_fits(outlier_checkpoint
     assert OUTLIER_BLOCK in record["float_layers"]
     assert len(record["float_layers"]) <= record["max_float_share"] * len(ranking)
     last = record["attempts"][-1]
-    assert last["speedup_over_fp32"] >= record["min_speedup"]
+    assert 0 < last["float_mac_share"] <= record["max_float_mac_share"]
     verdict = adaptive["verdict"]
     assert verdict["cost"]["p99_input_px"] <= verdict["budget_input_px"]  # verified, not just tried
     assert verdict["cost"]["p99_input_px"] < mixed["verdict"]["cost"]["p99_input_px"] / 2
@@ -85,7 +107,7 @@ def test_adaptive_int8_keeps_the_outlier_block_float_and_fits(outlier_checkpoint
                  "--min-seconds", "0.2", "--warmup", "2", "--synthetic-n", "20"]) == 0
     bench_md = capsys.readouterr().out
     assert "| tflite-int8-w8a8-adaptive |" in bench_md
-    assert f"layers kept float ({', '.join(record['float_layers'])})" in bench_md
+    assert f"layers kept float ({', '.join(record['float_layers'])};" in bench_md
 
 
 @pytest.mark.campaign

@@ -13,8 +13,8 @@ import pytest
 from exporters.converters import to_tflite_int8
 from exporters.converters.to_tflite import read_metadata
 from judging.gates import Budgets, judge
-from judging.inputs import inputs_for
-from judging.judged_rows import int8_judged_mask
+from judging.inputs import NUM_SYNTHETIC_INPUTS, inputs_for, recorded_inputs
+from judging.judged_rows import int8_judged_mask, judged_mask_for
 from judging.manifest import MANIFEST_NAME, Manifest
 from judging.more_images import MAX_JUDGED_IMAGES
 from judging.references import References
@@ -37,11 +37,11 @@ def test_int8_artifacts_pass_their_gate_when_rerun_here(xs_int8_export):
         art, rerun = arts[precision], checks[arts[precision]["file"]]
         assert rerun["status"] == "published" and rerun["arithmetic"] == "int8", rerun
         # the synthetic EVAL images, not the photos or noise; more of them when the first 10 were borderline
-        assert rerun["cost"]["n_inputs"] == art["verdict"]["cost"]["n_inputs"] >= 10
+        assert rerun["cost"]["n_inputs"] == art["verdict"]["cost"]["n_inputs"] >= NUM_SYNTHETIC_INPUTS
         assert rerun["cost_verdict"] != "borderline" or rerun["cost"]["n_inputs"] == MAX_JUDGED_IMAGES
         assert rerun["cost"]["p99_input_px"] <= rerun["budget_input_px"]
-        assert rerun["cost"]["p99_input_px"] == pytest.approx(art["verdict"]["cost"]["p99_input_px"], rel=1e-3,
-                                                              abs=1e-6)
+        # on the machine that exported: the same images, references computed the same way, the same figures
+        assert rerun["cost"] == art["verdict"]["cost"] and rerun["cost_interval"] == art["verdict"]["cost_interval"]
         # smaller than fp32, and XNNPACK takes the whole graph (one partition: the fast path)
         assert art["bytes"] < 0.4 * arts["fp32"]["bytes"]
         assert read_metadata(out / art["file"])["variant"] == "XS"  # the app contract survives quantisation
@@ -109,7 +109,12 @@ def test_onnx_int8_is_qdq_with_a_float_soft_argmax(xs_int8_export):
     art = next(a for a in manifest.artifacts if a.precision == "int8-qdq")
     tflite = next(a for a in manifest.artifacts if a.precision == "int8-w8a8-mixed")
     assert art.details["calibration_sha256"] == tflite.details["calibration_sha256"]
-    assert art.verdict["cost"]["n_inputs"] == tflite.verdict["cost"]["n_inputs"] == 10
+    # judged on the same image sequence as the integer TFLite files (its first rows: how many depends on how sure
+    # each cost was, which may differ between CPUs), at least the synthetic images of the verification set
+    inputs = recorded_inputs(manifest.load_checkpoint(), manifest.verification)
+    same_rows = judged_mask_for(manifest, inputs, art.precision) == judged_mask_for(manifest, inputs, tflite.precision)
+    assert same_rows.all()
+    assert min(art.verdict["cost"]["n_inputs"], tflite.verdict["cost"]["n_inputs"]) >= NUM_SYNTHETIC_INPUTS
     graph = onnx.load(str(out / art.file)).graph
     produced_by = {o: n for n in graph.node for o in n.output}
     softmax = next(n for n in graph.node if n.op_type == "Softmax")
@@ -142,12 +147,17 @@ def test_a_borderline_cost_is_judged_on_more_images_and_verify_judges_the_same(x
     from exporters.build.pipeline import ExportOptions, run_export
 
     out, ckpt = xs_int8_export
-    first = next(a for a in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]
-                 if a["precision"] == "int8-w8a8-mixed")["verdict"]
-    interval = first["cost_interval"]
-    # a budget inside the interval the first 10 images give: borderline there, whatever these weights cost
-    budget = round((interval["low_input_px"] + 2 * interval["high_input_px"]) / 3, 3)
-    assert interval["low_input_px"] < budget < interval["high_input_px"] and interval["images"] == 10
+    manifest = Manifest.read(out)
+    art = next(a for a in manifest.artifacts if a.precision == "int8-w8a8-mixed")
+    loaded = load_checkpoint(ckpt)
+    inputs = recorded_inputs(loaded, manifest.verification)
+    judged = judged_mask_for(manifest, inputs, art.precision)
+    refs = References.of(loaded, inputs.images)
+    joints = run_artifact(art.runtime, out / art.file, inputs.images, 2, art.layout)
+    first = judge(joints, "int8", refs, judged, Budgets(), inputs.units()).interval
+    # a budget inside the interval its first judged images give (made so, whatever this CPU computes): borderline
+    budget = round((first.low_input_px + 2 * first.high_input_px) / 3, 3)
+    assert first.low_input_px < budget < first.high_input_px and first.images == NUM_SYNTHETIC_INPUTS
     again = tmp_path / "XS"
     run_export(ExportOptions(out_dir=again, variant="XS", checkpoint=ckpt, formats=("onnx", "tflite", "tflite-int8"),
                              max_error_px=budget))
@@ -155,14 +165,12 @@ def test_a_borderline_cost_is_judged_on_more_images_and_verify_judges_the_same(x
     records = {r["precision"]: r["verdict"] for r in [*manifest["artifacts"], *manifest["rejected"]]
                if r.get("verdict")}
     mixed = records["int8-w8a8-mixed"]
-    assert mixed["cost"]["n_inputs"] > 10, mixed["cost_interval"]
+    assert mixed["cost"]["n_inputs"] > NUM_SYNTHETIC_INPUTS, mixed["cost_interval"]
     assert mixed["cost_verdict"] != "borderline" or mixed["cost"]["n_inputs"] == MAX_JUDGED_IMAGES
     assert (mixed["status"] == "published") == (mixed["cost"]["p99_input_px"] <= budget)
     if mixed["status"] == "published":  # verify judges it on the same images, to the same figure
         rerun = {c["file"]: c for c in check_artifacts(again)}["convnextpose-XS_int8-w8a8-mixed.tflite"]
-        assert rerun["cost"]["n_inputs"] == mixed["cost"]["n_inputs"]
-        assert rerun["cost"]["p99_input_px"] == pytest.approx(mixed["cost"]["p99_input_px"], rel=1e-3, abs=1e-6)
-        assert rerun["cost_interval"] == pytest.approx(mixed["cost_interval"])
+        assert rerun["cost"] == mixed["cost"] and rerun["cost_interval"] == mixed["cost_interval"]
 
 
 @pytest.mark.campaign
@@ -170,8 +178,7 @@ def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int
     """Issue 26's stability check: a budget 0.3 px either side of an int8 file's cost (its p99 over 400
     images), judged as the export judges (first 10 images, more while borderline, the rule at the cap) on
     5 different draws of the judged set: one verdict per budget. A budget far from the cost (3x, 1/3) decides
-    on the first 10 images (the default 4 px is not that far from 1.6 px on 10 images: one draw's interval
-    reaches 4.1)."""
+    before the cap and is never borderline."""
     from judging.gates import BORDERLINE
     from judging.inputs import InputSet, synthetic_inputs
     from judging.more_images import judge_until_decided
@@ -200,7 +207,7 @@ def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int
                 return more, refs[seed].subset(np.arange(10 + extra))
 
             rows = iter(range(10, MAX_JUDGED_IMAGES))
-            final = judge_until_decided(verdict, joints[seed][:10], judged, "int8", budgets, draw,
+            final = judge_until_decided(verdict, joints[seed][:10], judged, None, "int8", budgets, draw,
                                         lambda images, seed=seed: joints[seed][[next(rows) for _ in images]])
             outcomes.setdefault(budget, []).append((final.published, final.cost.n_inputs, final.kind))
     print(f"cost p99 over 400 images {cost:.3f} input px; per budget (published, images, kind) per seed:")
@@ -209,6 +216,6 @@ def test_a_verdict_near_its_budget_is_the_same_whichever_images_are_drawn(xs_int
     for budget in (cost - 0.3, cost + 0.3):
         assert {p for p, _, _ in outcomes[budget]} == {budget >= cost}, outcomes[budget]
         assert any(n > 10 for _, n, _ in outcomes[budget])  # near the budget, some draws need more images
-    for budget in (cost * 3, cost / 3):  # far from it: the first 10 decide, no time spent
-        assert all(n == 10 and kind != BORDERLINE for _, n, kind in outcomes[budget]), outcomes[budget]
+    for budget in (cost * 3, cost / 3):  # far from it: decided on a few images, never borderline
+        assert all(n < MAX_JUDGED_IMAGES and kind != BORDERLINE for _, n, kind in outcomes[budget]), outcomes[budget]
         assert {p for p, _, _ in outcomes[budget]} == {budget >= cost}

@@ -11,7 +11,15 @@ import torch
 from PIL import Image
 
 from judging.gates import BORDERLINE, BORDERLINE_COST, OVER, OVER_BUDGET, WITHIN, Budgets, judge, settle_borderline
-from judging.inputs import InputSet, augmented_photo_crops, load_images, more_judged_images
+from judging.inputs import (
+    MAX_ROWS_PER_JUDGED_CROP,
+    InputSet,
+    box_crops,
+    judged_crops,
+    load_images,
+    more_judged_images,
+    most_judged_rows,
+)
 from judging.judged_rows import disjoint_photos
 from judging.more_images import judge_until_decided
 from judging.references import References
@@ -67,7 +75,7 @@ def test_a_borderline_cost_is_judged_on_doubling_counts_up_to_the_cap_running_on
     verdict, joints, judged = _judged_first(tiny_refs, budget, scale)
     assert verdict.kind == BORDERLINE
     fed, drawn = [], []
-    final = judge_until_decided(verdict, joints, judged, "int8", Budgets(int8=budget), _draw(tiny_refs, 5, drawn),
+    final = judge_until_decided(verdict, joints, judged, None, "int8", Budgets(int8=budget), _draw(tiny_refs, 5, drawn),
                                 _runner(tiny_refs, scale, fed), cap=40)
     assert drawn[:3] == [5, 15, 35][:len(drawn)]  # 10, 20, 40 judged images in all
     assert fed == [b - a for a, b in zip([0, *drawn], drawn)]  # each image run once
@@ -76,11 +84,11 @@ def test_a_borderline_cost_is_judged_on_doubling_counts_up_to_the_cap_running_on
 
 
 def test_a_cost_clearly_inside_or_outside_its_budget_decides_on_the_first_images(tiny_refs):
-    for budget, kind in ((50.0, WITHIN), (1e-4, OVER)):
+    for budget, kind in ((500.0, WITHIN), (1e-6, OVER)):
         verdict, joints, judged = _judged_first(tiny_refs, budget, 0.3)
         drawn: list[int] = []
-        final = judge_until_decided(verdict, joints, judged, "int8", Budgets(int8=budget), _draw(tiny_refs, 5, drawn),
-                                    _runner(tiny_refs, 0.3, []), cap=40)
+        final = judge_until_decided(verdict, joints, judged, None, "int8", Budgets(int8=budget),
+                                    _draw(tiny_refs, 5, drawn), _runner(tiny_refs, 0.3, []), cap=40)
         assert final.kind == kind and not drawn and final.cost.n_inputs == 5
 
 
@@ -96,7 +104,7 @@ def test_at_the_cap_a_borderline_cost_is_decided_by_its_p99_or_rejected_on_reque
         assert not strict.published
         assert strict.reason == (BORDERLINE_COST if verdict.published else OVER_BUDGET)
         assert "--reject-borderline" in strict.describe() or not verdict.published
-    within, _, _ = _judged_first(tiny_refs, 50.0, 0.3)
+    within, _, _ = _judged_first(tiny_refs, 500.0, 0.3)
     assert settle_borderline(within, reject_borderline=True) is within
 
 
@@ -109,18 +117,49 @@ def _photos(folder: Path) -> Path:
     return folder
 
 
-def test_augmented_crops_depend_on_photo_index_and_seed_only(tmp_path):
+def test_box_crops_depend_on_the_judged_crop_index_and_seed_only(tmp_path):
     folder = _photos(tmp_path / "photos")
-    six = augmented_photo_crops(folder, ["p0.png", "p1.png"], 32, 6, seed=0)
-    assert six.sources == ("p0.png:aug0", "p1.png:aug0", "p0.png:aug1", "p1.png:aug1", "p0.png:aug2", "p1.png:aug2")
-    four = augmented_photo_crops(folder, ["p0.png", "p1.png"], 32, 4, seed=0)
+    crops = ["p0.png:centre", "p2.png:left"]
+    six = box_crops(folder, crops, 32, 6, seed=0)
+    assert six.sources == ("p0.png:centre:box0", "p2.png:left:box0", "p0.png:centre:box1", "p2.png:left:box1",
+                           "p0.png:centre:box2", "p2.png:left:box2")
+    four = box_crops(folder, crops, 32, 4, seed=0)
     np.testing.assert_array_equal(four.images, six.images[:4])  # a longer draw starts with a shorter one
-    alone = augmented_photo_crops(folder, ["p1.png"], 32, 2, seed=0)
-    np.testing.assert_array_equal(alone.images, six.images[[1, 3]])  # whatever other photos are drawn
-    other_seed = augmented_photo_crops(folder, ["p0.png", "p1.png"], 32, 6, seed=1)
+    alone = box_crops(folder, ["p2.png:left"], 32, 2, seed=0)
+    np.testing.assert_array_equal(alone.images, six.images[[1, 3]])  # whatever other crops are drawn
+    other_seed = box_crops(folder, crops, 32, 6, seed=1)
     assert not np.array_equal(other_seed.images, six.images)
     assert len({im.tobytes() for im in six.images}) == 6  # six different crops
     np.testing.assert_array_equal(np.round(six.images * 255) / 255, six.images)  # 8-bit pictures, as photos are
+
+
+def test_a_box_is_the_judged_crop_jittered_a_little_not_a_zoom_into_the_figure(tmp_path):
+    """The whole figure stays in view: a box is the judged crop scaled by at most 10 % and moved by at most
+    5 % of its side (mirrored or not), so it matches the judged crop far better than another photo does."""
+    photo = np.zeros((120, 200, 3), np.uint8)
+    photo[40:80, 80:120] = 255  # a bright "figure" in the middle of the centre crop
+    (tmp_path / "p").mkdir()
+    Image.fromarray(photo).save(tmp_path / "p" / "fig.png")
+    judged = load_images(tmp_path / "p", 64)
+    centre = judged.images[judged.sources.index("fig.png:centre")]
+    boxes = box_crops(tmp_path / "p", ["fig.png:centre"], 64, 20, seed=0).images
+    for box in boxes:
+        mirrored = box[:, :, ::-1]
+        overlap = max(float((np.minimum(b, centre) > 0.5).sum()) for b in (box, mirrored))
+        assert overlap > 0.6 * float((centre > 0.5).sum())  # most of the figure where it was
+        assert 0.75 < float((box > 0.5).sum()) / float((centre > 0.5).sum()) < 1.33  # same size, give or take
+
+
+def test_crops_of_one_photo_are_one_unit_of_evidence(tiny_spec, tmp_path):
+    folder = _photos(tmp_path / "photos")
+    inputs = load_images(folder, tiny_spec.input_size)  # p2 is wide: three crops of one photo
+    judged = np.ones(len(inputs), bool)
+    more = more_judged_images(tiny_spec, inputs, 10, 0, judged)
+    units = inputs.with_more(more).units()
+    digest = {f: f"photo:{d}" for f, d in inputs.photo_digests.items()}
+    assert list(units) == [digest[s.split(":")[0]] for s in inputs.with_more(more).sources]
+    assert len(set(units)) == 3  # three photos, however many crops
+    assert most_judged_rows(inputs, judged, 160) == MAX_ROWS_PER_JUDGED_CROP * len(judged_crops(inputs, judged))
 
 
 def test_more_images_for_a_calibrated_file_come_from_the_photos_it_is_judged_on_only(tiny_spec, tmp_path):

@@ -134,10 +134,9 @@ def test_compressed_package_declares_what_it_holds(compressed, precision):
     assert big and all(producers[w] == op_type for w in big)
     assert all(producers[w] == "const" for w in weights if w not in big)
     assert graph.decompressed[op_type] == len(big)
-    # the soft-argmax coordinate table (the converter makes its matmul a linear) must stay exact fp16
-    (tail,) = [op for op in _mil_ops(spec) if op.type in ("linear", "matmul")]
-    table = tail.inputs["weight" if tail.type == "linear" else "y"].arguments[0].name
-    assert producers[table] == "const"
+    # the soft-argmax's axis indices (the constants its muls take) must stay exact fp16
+    indices = [a.name for op in _mil_ops(spec) if op.type == "mul" for a in op.inputs["y"].arguments]
+    assert len(indices) == 3 and all(producers[name] == "const" for name in indices), indices
 
 
 def test_compressed_packages_are_smaller(compressed):

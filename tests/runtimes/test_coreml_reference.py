@@ -26,7 +26,7 @@ from judging.parity import parity_stats
 from judging.references import References
 from models.contract import InputContract
 from models.folding import fold_normalization
-from models.network import ConvNeXtPose
+from models.network import ConvNeXtPose, SoftArgmax3D
 from models.spec import REGISTRY, ModelSpec
 from models.synthetic.untrained import synthetic_model
 from runtimes.coreml_reference import (
@@ -195,6 +195,8 @@ def _softmax_over_groups(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x.reshape(1, 4, 36), dim=-1).reshape(1, 4, 6, 6)
 
 
+TAIL_SPEC = ModelSpec("tail", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), head_channels=16, num_upsample=2,
+                      depth_bins=8, joints=3, input_size=64)  # 8x8x8 heatmaps of 3 joints
 OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), (1, 4, 6, 6)),
     "conv_depthwise": (lambda: nn.Conv2d(4, 4, 7, padding=3, groups=4), (1, 4, 6, 6)),
@@ -219,6 +221,8 @@ OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "squeeze": (lambda: Fn(lambda x: x.sum(dim=3, keepdim=True).squeeze(3)), (1, 4, 6, 6)),
     "concat_arithmetic": (lambda: Fn(lambda x: torch.cat([x, x * 2 - 1], dim=1) / 3
                                      - torch.cat([x.sigmoid(), x.tanh()], dim=1)), (1, 4, 6, 6)),
+    # the fp16-safe soft-argmax: max-shifted exp, sums one axis at a time, index products, concat, division
+    "soft_argmax_tail": (lambda: SoftArgmax3D(TAIL_SPEC), (1, TAIL_SPEC.output_channels, 8, 8)),
 }
 FORMATS = ("mlprogram", "neuralnetwork")
 
@@ -398,12 +402,12 @@ def test_scaled_weight_in_mlmodel_spec_is_caught(tiny, tmp_path):
     assert not tiny.fp32_ok(evaluate_coreml(tmp_path / "scaled.mlmodel", tiny.inputs))
 
 
-def test_softmax_over_the_wrong_axis_is_caught(tiny, tmp_path):
+def test_a_soft_argmax_maximum_over_the_wrong_axis_is_caught(tiny, tmp_path):
     spec = ct.utils.load_spec(str(tiny.mlpackage))
-    softmax = next(op for op in _mil_ops(spec) if op.type == "softmax")
-    axis = _const_value(spec, softmax, "axis").ints
-    assert list(axis.values) == [2]
-    axis.values[0] = 1  # over the joints instead of the voxels of one joint
+    reduce_max = next(op for op in _mil_ops(spec) if op.type == "reduce_max")
+    axes = _const_value(spec, reduce_max, "axes").ints
+    assert list(axes.values) == [2]
+    axes.values[0] = 1  # over the joints instead of the voxels of one joint: each voxel shifted by its own max
     path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "axis.mlpackage")
     assert not tiny.fp16_ok(evaluate_coreml(path, tiny.inputs))
 
