@@ -136,6 +136,7 @@ def _export(args: argparse.Namespace) -> int:
         coreml_input=args.coreml_input,
         verify_arch=args.verify_arch,
         verify_arch_timeout_s=args.verify_arch_timeout,
+        verify_gpu=args.verify_gpu,
     )
     if args.untrained and args.checkpoint:
         raise ConvNeXtPoseError("--untrained picks the built-in checkpoint: do not combine it with --checkpoint")
@@ -147,6 +148,8 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     if args.arch == "arm64":
         return _verify_arm64(args)
+    if args.gpu:
+        return _verify_gpu(args)
     import torch
 
     from common.tables import format_table
@@ -167,6 +170,33 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConvNeXtPoseError(f"{len(failed)} artifact(s) of {args.out} no longer pass their checks here: "
                                 f"{', '.join(failed)}")
     print(f"{args.out}: every artifact matches its sha256 and passes its checks on this machine")
+    return 0
+
+
+def _verify_gpu(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.report import BENCH_JSON
+    from common.tables import format_table
+    from exporters.app_files import model_card
+    from exporters.build.publish import out_lock
+    from judging.verify import check_on_gpu
+
+    torch.set_num_threads(args.threads)
+    with out_lock(args.out):  # it rewrites the manifest, golden.json and the card: no export may swap OUT meanwhile
+        manifest, checks = check_on_gpu(args.out, args.images, timeout_s=args.timeout)
+        bench_json = args.out / BENCH_JSON
+        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None)
+    rows = [(file, c.status + (f" ({c.reason.split(':')[0]})" if c.reason else ""), c.headline or "-",
+             "-" if c.gpu_input_px is None else f"{c.gpu_input_px:.3g}",
+             "-" if c.seconds is None else f"{c.seconds:.0f}") for file, c in checks.items()]
+    print(format_table(("file", "verdict on the GPU accelerator (fp16)", "gated figure (input px)",
+                        "from this machine's joints, input px", "s"), rows))
+    failed = [f"{file}: {c.reason}" for file, c in checks.items() if not c.passed]
+    if failed:
+        raise ConvNeXtPoseError(f"{len(failed)} GPU check(s) of {args.out} failed:\n  " + "\n  ".join(failed))
+    print(f"{args.out}: every .tflite passes its checks on LiteRT's GPU accelerator in fp16 (software Vulkan); "
+          "manifest and golden delegate tolerances updated")
     return 0
 
 
@@ -398,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "cross-CPU difference")
     p.add_argument("--verify-arch-timeout", type=float, default=_arm64_timeout(), metavar="S",
                    help="seconds one file may take on one emulated core before it is rejected (default %(default)g)")
+    p.add_argument("--verify-gpu", action="store_true",
+                   help="also judge every .tflite on LiteRT's GPU accelerator with its default fp16 options (a "
+                        "software Vulkan device; needs `make gpu`; ~10 s per XS file): a file failing there is "
+                        "rejected; golden delegate tolerances from the measured difference")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("verify", help="re-hash every artifact of an export and re-run its checks on this machine")
@@ -408,8 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host: this machine (default); arm64: every .tflite/.onnx/.ort on the emulated phone cores "
                         "(Cortex-A76, Cortex-A53; one thread, golden inputs; needs `make arm64`), recorded in the "
                         "manifest and golden.json")
+    p.add_argument("--gpu", action="store_true",
+                   help="every .tflite on LiteRT's GPU accelerator with its default fp16 options (a software Vulkan "
+                        "device; needs `make gpu`), recorded in the manifest and golden.json")
     p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
-                   help="arm64: seconds one file may take on one emulated core before it is failed "
+                   help="arm64 / gpu: seconds one file may take on one emulated core or the GPU before it is failed "
                         "(default %(default)g)")
     p.set_defaults(func=_verify)
 

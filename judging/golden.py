@@ -10,8 +10,10 @@ Two tolerances per artifact, per joint, 2-D distance in input px from the artifa
   and never above the precision budget. Not verified on arm64: an fp32 file its fp32 tolerance, a
   reduced-precision file its budget (nothing measured says a kernel difference is smaller).
 - **Delegate** (``delegate_tolerance_input_px``, ``--tolerance delegate``): a GPU or NPU delegate
-  computes in fp16 or its own integer kernels, so the precision budget: fp16's for a float file (a GPU
-  delegate runs fp32 files in fp16), the file's own otherwise.
+  computes in fp16 or its own integer kernels. Once the file was verified on LiteRT's GPU accelerator
+  (judging/on_gpu.py) it is ``GPU_MARGIN`` x the distance measured there, between the fp32 tolerance and the
+  budget; otherwise the precision budget: fp16's for a float file (a GPU delegate runs fp32 files in fp16),
+  the file's own otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from common.files import write_atomic
 from common.tables import format_table
 from judging.gates import fp32_tolerance_px
 from judging.manifest import Artifact, Manifest
+from judging.on_gpu import gpu_input_px
 from models.spec import BBOX_3D_DEPTH_MM
 
 GOLDEN_DIR = "golden"
@@ -38,6 +41,9 @@ FORMAT_VERSION = 1
 #: phones' kernel paths (with and without dot product); a newer core (i8mm, another XNNPACK microkernel)
 #: may round differently again, by the same order (measured: int8 files 0.2-1.5 px apart between cores).
 CROSS_ISA_MARGIN = 2.0
+#: Delegate tolerance = this x the largest difference measured on LiteRT's GPU accelerator (fp16): one GPU's
+#: kernels on lavapipe; another GPU, or an NPU, sums in its own order, by the same order of magnitude.
+GPU_MARGIN = 2.0
 TOLERANCES = ("cpu", "delegate")
 
 
@@ -74,11 +80,24 @@ def cpu_tolerance(art: Artifact, manifest: Manifest) -> Tolerance:
 
 
 def delegate_tolerance(art: Artifact, manifest: Manifest) -> Tolerance:
+    """Input px a result on a GPU or NPU delegate may move from this artifact's golden joints. Once the file was
+    verified on LiteRT's GPU accelerator (judging/on_gpu.py): GPU_MARGIN x the distance measured there, at
+    least the fp32 tolerance, at most the budget; otherwise the budget."""
     budgets = manifest.gates["budgets_input_px"]
     budget = art.verdict.get("budget_input_px")
     if budget is None:
-        return Tolerance(budgets["fp16"], "the fp16 budget: a GPU delegate computes an fp32 file in fp16")
-    return Tolerance(budget, "the file's precision budget: a delegate's own kernels round in other places")
+        budget, why = budgets["fp16"], "the fp16 budget: a GPU delegate computes an fp32 file in fp16"
+    else:
+        why = "the file's precision budget: a delegate's own kernels round in other places"
+    measured = gpu_input_px(art)
+    if measured is None or not np.isfinite(measured):
+        return Tolerance(budget, why + " (convnextpose verify OUT --gpu measures the GPU accelerator's)")
+    value = max(fp32_tolerance_input_px(manifest), GPU_MARGIN * measured)
+    if value >= budget:
+        return Tolerance(budget, why + f" ({GPU_MARGIN:g} x the {measured:.3g} input px measured on LiteRT's GPU "
+                                       "accelerator exceeds it)")
+    return Tolerance(value, f"{GPU_MARGIN:g} x the largest difference measured between this machine and LiteRT's GPU "
+                            f"accelerator in fp16 ({measured:.3g} input px), at least the fp32 tolerance")
 
 
 def tolerance_fields(art: Artifact, manifest: Manifest) -> dict:

@@ -132,6 +132,12 @@ def synthetic_inputs(spec: ModelSpec, n: int, seed: int, start: int = 0) -> Inpu
     return InputSet(images, tuple(f"{SYNTHETIC_PREFIX}seed{seed}:{i}" for i in range(start, start + n)))
 
 
+def gpu_rows(inputs: InputSet, golden_rows: list[int]) -> np.ndarray:
+    """The rows a file is judged on off this machine's CPU (the GPU accelerator): the judged group's and the
+    golden inputs, in the set's order."""
+    return np.array(sorted(set(np.flatnonzero(inputs.judged_mask()).tolist()) | set(golden_rows)), dtype=int)
+
+
 def square_box(image_size: tuple[int, int], crop_name: str) -> tuple[int, int, int]:
     """(x, y, side) of the judged square crop ``crop_name`` of a photo of ``image_size`` (square_crops)."""
     w, h = image_size

@@ -14,9 +14,10 @@ from common.errors import ManifestError
 from judging import golden
 from judging.cross_isa import CpuCheck, judged_golden_rows, verify_on_arm64
 from judging.gates import Budgets, Verdict, judge, settle_borderline
-from judging.inputs import InputSet, more_judged_images, recorded_inputs
+from judging.inputs import InputSet, gpu_rows, more_judged_images, recorded_inputs
 from judging.judged_rows import judged_mask_for
 from judging.manifest import Artifact, Manifest
+from judging.on_gpu import gpu_candidates, verify_on_gpu, with_gpu_checks
 from judging.references import References
 from models.preprocessing import normalise
 from runtimes import open_session
@@ -124,6 +125,33 @@ def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options)
     checks = verify_on_arm64(out_dir, manifest.artifacts, fed, refs, judged_golden_rows(manifest, inputs, rows), here,
                              budgets_of(manifest), **run_options)
     updated = manifest.with_artifacts([with_arm64_checks(a, checks.get(a.file)) for a in manifest.artifacts])
+    updated.write(out_dir)
+    golden.update_tolerances(out_dir, updated)
+    return updated, checks
+
+
+def check_on_gpu(out_dir: Path, images_dir: Path | None = None, **run_options) -> tuple[Manifest, dict]:
+    """Judge every .tflite of the export in ``out_dir`` on LiteRT's GPU accelerator with its default (fp16)
+    options, on the judged and golden inputs, with the budgets of its export; record the verdicts in the manifest
+    (``verified_on``) and the measured distances as golden.json's delegate tolerances. Returns the updated
+    manifest and the checks (file -> GpuCheck)."""
+    from runtimes.gpu.target import ensure_ready
+
+    ensure_ready()  # one line naming `make gpu` if it is not there
+    out_dir = Path(out_dir)
+    manifest = Manifest.read(out_dir)
+    manifest.refuse_tampered(out_dir)
+    loaded = manifest.load_checkpoint()
+    inputs = recorded_inputs(loaded, manifest.verification, images_dir)
+    golden_at, _, _ = golden_rows(out_dir, inputs)
+    rows = gpu_rows(inputs, golden_at)
+    fed = inputs.images[rows] if manifest.normalization_folded else normalise(inputs.images[rows])
+    refs = References.of(loaded, inputs.images).subset(rows)
+    on_this_cpu = {a.file: open_session(a.runtime, out_dir / a.file, 2, a.layout).run_all(fed)
+                   for a in gpu_candidates(manifest.artifacts)}
+    checks = verify_on_gpu(out_dir, manifest.artifacts, fed, refs, judged_golden_rows(manifest, inputs, list(rows)),
+                           on_this_cpu, budgets_of(manifest), inputs.units()[rows], **run_options)
+    updated = manifest.with_artifacts([with_gpu_checks(a, checks.get(a.file)) for a in manifest.artifacts])
     updated.write(out_dir)
     golden.update_tolerances(out_dir, updated)
     return updated, checks

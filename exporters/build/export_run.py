@@ -55,7 +55,8 @@ class ExportOptions:
     coreml_input: str | None = None  # "image" | "tensor"; None: image when the normalisation is folded
     strict: bool = False  # any rejected artifact fails the whole export (exit 2, OUT untouched)
     verify_arch: str | None = None  # "arm64": also judge every .tflite/.onnx/.ort on the emulated arm64 cores
-    verify_arch_timeout_s: float = DEFAULT_TIMEOUT_S  # seconds one file may take on one emulated core
+    verify_arch_timeout_s: float = DEFAULT_TIMEOUT_S  # seconds one file may take on one emulated core (or the GPU)
+    verify_gpu: bool = False  # also judge every .tflite on LiteRT's GPU accelerator (fp16; `make gpu` sets it up)
     #: a cost still borderline after the most images: rejected instead of decided by its p99 (judging/gates.py)
     reject_borderline: bool = False
 

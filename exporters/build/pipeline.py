@@ -14,7 +14,7 @@ import errno
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +29,16 @@ from exporters.build.export_run import ExportOptions, ExportRun
 from exporters.build.publish import check_out, clear_leftovers, new_staging, out_lock, publish
 from exporters.build.side_stage import SideStage, can_fork
 from exporters.build.stages import NOT_BUILT
-from exporters.converters import to_onnx
+from exporters.converters import to_onnx, to_tflite
 from exporters.converters.to_coreml import INPUT_KINDS
-from exporters.formats import ExportFormat, get_format, resolve_formats
+from exporters.formats import ExportFormat, find_kind, get_format, resolve_formats
 from judging.cross_isa import judged_golden_rows, verify_on_arm64
 from judging.gates import BORDERLINE, EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets, interval_cell
 from judging.golden import GOLDEN_DIR
-from judging.inputs import inputs_for
+from judging.inputs import gpu_rows, inputs_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
 from judging.more_images import MAX_JUDGED_IMAGES
+from judging.on_gpu import verify_on_gpu, with_gpu_checks
 from judging.references import References
 from judging.verify import with_arm64_checks
 from models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -47,11 +48,13 @@ from models.spec import NUM_HEAD_LAYERS, spec_for
 from models.synthetic.untrained import write_synthetic_checkpoint
 from models.training.reference import CACHE_DIR, reference_checkpoint
 from models.training.shipped import shipped_weights
+from runtimes.arm64.target import FP16_CORE, cpu_model
 
 log = logging.getLogger(__name__)
 
 CONVERSION_FAILED = "conversion failed"
 FAILS_ON_ARM64 = "fails on arm64"
+FAILS_ON_GPU = "fails on the GPU accelerator"
 #: ONNX opsets this export is known to produce and check: Softmax over the last axis needs 13+;
 #: the TorchScript exporter of torch 2.13 goes up to 20.
 MIN_OPSET, MAX_OPSET = 13, 20
@@ -90,9 +93,45 @@ def _golden_rows(run: ExportRun) -> list[int]:
     return golden.pick_rows(inputs.judged_mask(), inputs.group_masks().get("photos", np.zeros(len(inputs), bool)))
 
 
+def _tag_fp16_arithmetic(run: ExportRun, manifest: Manifest) -> None:
+    """The fp16 .tflite tagged for fp16 arithmetic (``reduced_precision_support`` = fp16accfp16: XNNPACK runs it in
+    fp16 on ARMv8.2+ cores, about half the instructions) when, tagged, it keeps its fp16 budget on the emulated
+    Cortex-A76 in that arithmetic; otherwise it stays as converted (fp16 weights, fp32 arithmetic) and the
+    manifest says why. The tagged file is then judged again here and, with the others, on every emulated core
+    (the A53, without FP16 arithmetic, runs it in fp32)."""
+    art = run.published("tflite", "fp16")
+    if art is None:
+        return
+    path = run.staging / art.file
+    tagged = run.staging / ".work" / f"fp16-arithmetic-{art.file}"
+    tagged.parent.mkdir(parents=True, exist_ok=True)
+    tagged.write_bytes(to_tflite.with_reduced_precision(path.read_bytes(), to_tflite.FP16_ARITHMETIC))
+    rows = _golden_rows(run)
+    candidate = replace(art, file=tagged.name)
+    (check,) = verify_on_arm64(tagged.parent, [candidate], run.artifact_inputs[rows],
+                               run.references.subset(np.asarray(rows)), judged_golden_rows(manifest, run.inputs, rows),
+                               {tagged.name: run.outputs[art.file][rows]}, run.budgets, cpus=(cpu_model(FP16_CORE),),
+                               timeout_s=run.options.verify_arch_timeout_s)[tagged.name]
+    record = {"tag": to_tflite.FP16_ARITHMETIC, "judged_on": check.record(), "tagged": check.passed}
+    if not check.passed:
+        log.warning("%s: not tagged for fp16 arithmetic: on %s in fp16 %s", art.file, check.cpu, check.reason)
+        run.artifacts[run.artifacts.index(art)] = replace(art, details={**art.details, "fp16_arithmetic": record})
+        return
+    index = run.artifacts.index(art)
+    run.artifacts.remove(art)
+    run.outputs.pop(art.file, None)
+    path.write_bytes(tagged.read_bytes())
+    again = run.verify(path, find_kind("tflite", "fp16"), {**art.details, "fp16_arithmetic": record})
+    if again is not None:  # judged again here (this CPU runs it in fp32 unless it has fp16 arithmetic too)
+        run.artifacts.insert(index, run.artifacts.pop())
+        log.info("%s: tagged for fp16 arithmetic (%s on %s in fp16)", art.file, check.headline, check.cpu)
+
+
 def _verify_arm64(run: ExportRun, manifest: Manifest) -> None:
     """``--verify-arch arm64``: every published .tflite/.onnx/.ort judged again on the emulated phone cores, on the
-    golden inputs (judging/cross_isa.py); a file failing on any core is rejected, the others carry the records."""
+    golden inputs (judging/cross_isa.py); a file failing on any core is rejected, the others carry the records.
+    First the fp16 .tflite is tagged for fp16 arithmetic if it keeps its budget in it (_tag_fp16_arithmetic)."""
+    _tag_fp16_arithmetic(run, manifest)
     rows = _golden_rows(run)
     refs = run.references.subset(np.asarray(rows))
     judged = judged_golden_rows(manifest, run.inputs, rows)
@@ -111,6 +150,29 @@ def _verify_arm64(run: ExportRun, manifest: Manifest) -> None:
                                       {"verified_on": list(art.verified_on)}))
         run.outputs.pop(art.file, None)
         log.warning("%s: rejected -- %s: %s", art.file, FAILS_ON_ARM64, detail)
+    run.artifacts[:] = kept
+
+
+def _verify_gpu(run: ExportRun, manifest: Manifest) -> None:
+    """``--verify-gpu``: every published .tflite judged again on LiteRT's GPU accelerator with its default (fp16)
+    options, on the judged and golden inputs (judging/on_gpu.py); a file failing there is rejected, the others
+    carry the record (and the golden delegate tolerance it supports)."""
+    rows = gpu_rows(run.inputs, _golden_rows(run))
+    checks = verify_on_gpu(run.staging, run.artifacts, run.artifact_inputs[rows], run.references.subset(rows),
+                           judged_golden_rows(manifest, run.inputs, list(rows)),
+                           {f: j[rows] for f, j in run.outputs.items()}, run.budgets, run.inputs.units()[rows],
+                           timeout_s=run.options.verify_arch_timeout_s)
+    kept = []
+    for art in run.artifacts:
+        check = checks.get(art.file)
+        art = with_gpu_checks(art, check)
+        if check is None or check.passed:
+            kept.append(art)
+            continue
+        run.rejected.append(Rejection(art.file, art.format, art.precision, FAILS_ON_GPU, check.reason, art.verdict,
+                                      {"verified_on": list(art.verified_on)}))
+        run.outputs.pop(art.file, None)
+        log.warning("%s: rejected -- %s: %s", art.file, FAILS_ON_GPU, check.reason)
     run.artifacts[:] = kept
 
 
@@ -178,6 +240,10 @@ def _validate(options: ExportOptions) -> list[ExportFormat]:
         from runtimes.arm64.target import ensure_ready
 
         ensure_ready()  # one line naming `make arm64`, before any work
+    if options.verify_gpu:
+        from runtimes.gpu.target import ensure_ready as gpu_ready
+
+        gpu_ready()  # one line naming `make gpu`, before any work
     check_out(Path(options.out_dir))
     return formats
 
@@ -251,6 +317,11 @@ def _export(options: ExportOptions, formats: list[ExportFormat], out_dir: Path) 
             _verify_arm64(run, record())
             timings["verify-arm64"] = time.perf_counter() - t0
             log.info("stage verify-arm64 done in %.1f s", timings["verify-arm64"])
+        if options.verify_gpu and run.artifacts:
+            t0 = time.perf_counter()
+            _verify_gpu(run, record())
+            timings["verify-gpu"] = time.perf_counter() - t0
+            log.info("stage verify-gpu done in %.1f s", timings["verify-gpu"])
         timings["total"] = time.perf_counter() - start
         if not run.artifacts or (options.strict and run.rejected):
             raise ExportError(_nothing_published(run, options.strict))

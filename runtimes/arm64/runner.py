@@ -127,7 +127,7 @@ def run_job(job: EmulatedJob, inputs_npy: Path, workdir: Path, timeout_s: float 
         done = subprocess.run(command, env=guest_environment(folder), capture_output=True, text=True,
                               timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise EmulationFailed(f"{job.name}: timed out after {timeout_s:.0f} s (emulator killed)") from None
+        raise EmulationFailed(f"{job.name}: timed out after {timeout_s:g} s (emulator killed)") from None
     seconds = time.perf_counter() - started
     if done.returncode != 0 or not outputs.is_file():
         last = next((line for line in reversed(done.stderr.strip().splitlines()) if line.strip()), "no message")

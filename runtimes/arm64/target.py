@@ -62,6 +62,10 @@ CPU_MODELS: tuple[CpuModel, ...] = (
 )
 
 
+#: The core fp16 arithmetic is judged on (a file tagged for it runs in fp16 there): ARMv8.2-A with FP16.
+FP16_CORE = "cortex-a76"
+
+
 def cpu_model(name: str) -> CpuModel:
     for cpu in CPU_MODELS:
         if cpu.qemu_cpu == name:
