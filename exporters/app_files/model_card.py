@@ -8,7 +8,7 @@ from pathlib import Path
 from common.files import write_atomic
 from common.tables import format_table
 from exporters.app_files.metadata import CODE_LICENSE
-from judging.gates import BORDERLINE, interval_cell
+from judging.gates import BORDERLINE, interval_cell, kind_label
 from judging.manifest import Manifest
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -32,7 +32,7 @@ def _artifact_rows(manifest: Manifest, bench: dict | None) -> list[tuple]:
     rows = []
     for a in manifest.artifacts:
         v = a.verdict
-        borderline = " (borderline)" if v.get("cost_verdict") == BORDERLINE else ""
+        borderline = f" ({kind_label(v)})" if v.get("cost_verdict") == BORDERLINE else ""
         check = (f"fp32 check {v['conversion']['max_input_px']:.2g} <= {v['conversion']['tolerance_input_px']:.2g}"
                  if v["conversion"] else f"cost p99 {v['cost']['p99_input_px']:.2g} {interval_cell(v)} <= "
                  f"{v['budget_input_px']:g}{borderline}")
@@ -72,6 +72,50 @@ def _arm64_section(manifest: Manifest) -> list[str]:
             "from this machine's sets the golden CPU tolerance (judging/golden.py).", "",
             format_table(("file", "verified on", "max distance from this machine's joints, input px",
                           "golden CPU tolerance, input px"), rows, markdown=True), ""]
+
+
+def _gpu_section(manifest: Manifest) -> list[str]:
+    """Each .tflite on LiteRT's GPU accelerator in fp16 (judging/on_gpu.py), and the fp16 file's arithmetic tag."""
+    from judging.golden import delegate_tolerance
+    from judging.on_gpu import ACCELERATOR
+
+    tflites = [a for a in manifest.artifacts if a.file.endswith(".tflite")]
+    if not tflites:
+        return []
+    lines = ["## On the phone's GPU and in fp16", ""]
+    rows = []
+    for a in tflites:
+        gpu = next((r for r in a.verified_on if r.get("accelerator") == ACCELERATOR), None)
+        if gpu is None:
+            continue
+        v = gpu.get("verdict") or {}
+        figure = (f"cost p99 {v['cost']['p99_input_px']:.2g} <= {v['budget_input_px']:g}" if v else gpu["reason"])
+        rows.append((f"`{a.file}`", "✓" if gpu["status"] == "passed" else "✗", figure,
+                     "-" if gpu.get("gpu_input_px") is None else f"{gpu['gpu_input_px']:.2g}",
+                     f"{delegate_tolerance(a, manifest).input_px:.2g}"))
+    if rows:
+        lines += ["Each .tflite run on LiteRT's GPU accelerator (`CompiledModel`, GPU, default options: fp16 "
+                  "arithmetic, what a phone's GPU computes for any float file) on a software Vulkan device, judged "
+                  "against its budget (a float file against fp16's); its distance from this machine's joints sets "
+                  "the golden delegate tolerance.", "",
+                  format_table(("file", "on the GPU", "cost in fp16 (input px)", "from this machine's joints, "
+                                "input px", "golden delegate tolerance, input px"), rows, markdown=True), ""]
+    else:
+        lines += ["Not verified on the GPU yet: `make gpu`, then `convnextpose verify OUT --gpu` runs every .tflite "
+                  "on LiteRT's GPU accelerator in fp16 (a software Vulkan device) and records the result here.", ""]
+    fp16 = next((a for a in tflites if a.precision == "fp16"), None)
+    tag = (fp16.details.get("fp16_arithmetic") or {}) if fp16 else {}
+    if fp16 is not None and tag.get("tagged"):
+        judged = tag["judged_on"]
+        lines += [f"`{fp16.file}` is tagged for fp16 arithmetic (`reduced_precision_support` = {tag['tag']}): "
+                  f"XNNPACK runs it in fp16 on cores with FP16 arithmetic (ARMv8.2+, e.g. Cortex-A55, A76, A710) at "
+                  f"about half the instructions, in fp32 elsewhere. Judged in fp16 on emulated {judged['cpu']}: "
+                  f"{judged['headline']}.", ""]
+    elif fp16 is not None:
+        why = f" ({tag['judged_on']['reason']})" if tag.get("judged_on") else \
+            " (export with --verify-arch arm64 to judge it in fp16 on an emulated Cortex-A76 and tag it)"
+        lines += [f"`{fp16.file}` is not tagged for fp16 arithmetic{why}: XNNPACK runs it in fp32 everywhere.", ""]
+    return lines
 
 
 def _accelerator_section(manifest: Manifest) -> list[str]:
@@ -132,9 +176,11 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
         "",
         f"Each file judged here against PyTorch (README \"Parity tolerances\"): fp32 files against the exact "
         f"reference within 10× this checkpoint's fp32 noise floor; fp16 and integer files by their cost, the p99 "
-        f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs, against a budget, with its 95 % "
-        "interval (a bootstrap over the images): an interval that straddles the budget is labelled borderline -- "
-        "whether such a file is within its budget depends on which images were drawn.",
+        f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs (more where the first ones could "
+        "not decide), against a budget, with its 95 % interval (a bootstrap over images -- or photos, their crops "
+        "resampled together -- widened for few of them): an interval that straddles the budget is labelled "
+        "borderline -- whether such a file is within its budget depends on which images were drawn; on a user's "
+        "photos, \"borderline: N photos\" says those photos cannot decide.",
         "",
         format_table(("file", "format", "precision", "MB", "check (input px)", "depth p99 mm", "p50 ms"),
                      _artifact_rows(manifest, bench), markdown=True),
@@ -143,6 +189,7 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
                         "process per file." if bench else "not measured yet (`make bench`).")),
         "",
         *_arm64_section(manifest),
+        *_gpu_section(manifest),
         *_accelerator_section(manifest),
         "## Limitations",
         "",

@@ -33,7 +33,16 @@ from exporters.converters import to_onnx, to_tflite
 from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, find_kind, get_format, resolve_formats
 from judging.cross_isa import judged_golden_rows, verify_on_arm64
-from judging.gates import BORDERLINE, EMULATION_FACTOR, FLOOR_INPUT_PX, NOISE_FACTOR, Budgets, interval_cell
+from judging.gates import (
+    BORDERLINE,
+    EMULATION_FACTOR,
+    FLOOR_INPUT_PX,
+    NOISE_FACTOR,
+    Budgets,
+    CostInterval,
+    interval_cell,
+    kind_label,
+)
 from judging.golden import GOLDEN_DIR
 from judging.inputs import gpu_rows, inputs_for
 from judging.manifest import Artifact, Manifest, Rejection, listed_files
@@ -417,9 +426,13 @@ def _verdict_cells(v: dict) -> tuple[str, str, str]:
         f"{conv['max_input_px']:.2g} > {conv['tolerance_input_px']:.2g}" if conv else "-")
     cost = v["cost"]["p99_input_px"]
     budget = v.get("budget_input_px")
-    cost_cell = f"{cost:.2g}" + (f" {interval_cell(v)}" if v.get("cost_interval") else "") + (
+    recorded = v.get("cost_interval")
+    evidence = CostInterval(**recorded).evidence if recorded else ""
+    label = kind_label(v) if v.get("cost_verdict") == BORDERLINE else ""
+    notes = ", ".join(x for x in (label, "" if evidence in label else evidence) if x)
+    cost_cell = f"{cost:.2g}" + (f" {interval_cell(v)}" if recorded else "") + (
         f" {'<=' if cost <= budget else '>'} {budget:g}" if budget is not None else "") + (
-        f" ({BORDERLINE})" if v.get("cost_verdict") == BORDERLINE else "")
+        f" ({notes})" if notes else "")
     sens = v.get("sensitivity")
     return check, cost_cell, f"{sens['p99_input_px']:.2g}" if sens else "-"
 
