@@ -44,7 +44,14 @@ class Node:
     # Storage dtype of each output (None: keep what the kernel returned). Rounding every fp16
     # output here is what makes an fp16 ML Program show its fp16 error.
     out_dtypes: tuple[torch.dtype | None, ...]
+    # The op's kernel for the fp16-accumulation mode (fp16 inputs, every sum accumulated in fp16 one term
+    # at a time: fp16_accumulation.py); None for ops that do not sum, whose fp16 result is the default's.
+    fp16_kernel: Kernel | None = None
 
+
+#: How an op sums: "op" (default: in fp32 inside the op, its result stored in the declared dtype) or "fp16"
+#: (an fp16 op's every sum accumulated in fp16 one term at a time; the worst a GPU or Neural Engine can do).
+ACCUMULATIONS = ("op", "fp16")
 
 #: ImageFeatureType.ColorSpace of the Core ML spec -> name (written out: no coremltools import).
 COLOR_SPACES = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}
@@ -85,8 +92,12 @@ class Graph:
     # Compile-time ops (compressed weights) decompressed into `constants` while reading: type -> count.
     decompressed: dict[str, int] = field(default_factory=dict)
     image_input: ImageInput | None = None  # set when the model takes a picture (ct.ImageType)
+    half_constants: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # The fp16 constants as stored, for the fp16-accumulation mode (fp16 tensors in, fp16 sums).
+        self.half_constants = {name: value for name, value in self.constants.items()
+                               if torch.is_tensor(value) and value.dtype == torch.float16}
         # fp16 constants widen to fp32 exactly; doing it once here saves converting the weights per image.
         self.constants = {name: _widen(value) for name, value in self.constants.items()}
 
@@ -94,23 +105,37 @@ class Graph:
     def op_types(self) -> list[str]:
         return sorted({n.op_type for n in self.nodes})
 
-    def run_image(self, rgb255: np.ndarray, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def run_image(self, rgb255: np.ndarray, keep: dict[str, np.ndarray] | None = None,
+                  accumulation: str = "op") -> np.ndarray:
         """An image-input model on (1, 3, H, W) RGB pixel values 0..255, as Core ML would feed it."""
         if self.image_input is None:
             raise ExportError("this Core ML model takes a tensor, not an image")
-        return self.run(self.image_input.model_input(rgb255), keep)
+        return self.run(self.image_input.model_input(rgb255), keep, accumulation)
 
-    def run(self, x: np.ndarray, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def check_accumulation(self, accumulation: str) -> None:
+        """Refuse a mode this graph cannot be run in: "fp16" is about fp16 programs only (an fp32 one has no
+        fp16 sums to make worse, and answering for it would pass its fp32 figures off as fp16's)."""
+        if accumulation not in ACCUMULATIONS:
+            raise ValueError(f"unknown accumulation {accumulation!r}; known: {', '.join(ACCUMULATIONS)}")
+        if accumulation == "fp16" and self.precision != "fp16":
+            raise ExportError(f"fp16 accumulation applies to fp16 ML Programs; this {self.format} model computes "
+                              f"in {self.precision}")
+
+    def run(self, x: np.ndarray, keep: dict[str, np.ndarray] | None = None, accumulation: str = "op") -> np.ndarray:
         """The model on what its first op receives (for an image input: see ``run_image``). ``keep``: filled
-        with every tensor an op produced, by name, in execution order."""
-        env: dict[str, Any] = dict(self.constants)
+        with every tensor an op produced, by name, in execution order. ``accumulation``: one of ACCUMULATIONS."""
+        self.check_accumulation(accumulation)
+        fp16_sums = accumulation == "fp16"
+        env: dict[str, Any] = {**self.constants, **self.half_constants} if fp16_sums else dict(self.constants)
         env[self.input_name] = torch.from_numpy(np.ascontiguousarray(x)).to(self.input_dtype)
         with torch.no_grad():
             for node in self.nodes:
-                # Arithmetic in fp32 on the stored (possibly fp16) values; see Node.out_dtypes.
-                args = [_widen(env[name]) for name in node.inputs]
+                if fp16_sums and node.fp16_kernel is not None and node.out_dtypes[0] == torch.float16:
+                    kernel, args = node.fp16_kernel, [env[name] for name in node.inputs]  # fp16 in, fp16 sums
+                else:  # arithmetic in fp32 on the stored (possibly fp16) values; see Node.out_dtypes
+                    kernel, args = node.kernel, [_widen(env[name]) for name in node.inputs]
                 try:
-                    result = node.kernel(*args)
+                    result = kernel(*args)
                 except Exception as exc:  # name the op: a bare torch shape error says nothing about the model
                     raise ExportError(f"Core ML reference evaluator: op {node.op_type!r} ({node.name!r}) "
                                       f"failed: {exc}") from exc

@@ -2,6 +2,7 @@
 
 Every tensor is stored in the dtype the program declares for it, so an fp16 program is evaluated
 with fp16 weights and fp16 activations between ops (arithmetic inside an op is fp32; see __init__).
+A reader of an op that sums also gives its kernel for the fp16-accumulation mode (``MilOp.fp16_kernel``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from common.errors import ExportError
+from runtimes.coreml_reference import fp16_accumulation as fp16
 from runtimes.coreml_reference import kernels
 from runtimes.coreml_reference.graph import Graph, Kernel, Node, UnsupportedOpError, image_input
 
@@ -110,6 +112,8 @@ class MilOp:
                     names.append(arg.name)
             self._args[key] = names
         self.runtime: list[str] = []
+        # The kernel of the fp16-accumulation mode, set by readers of ops that sum (same runtime inputs).
+        self.fp16_kernel: Kernel | None = None
         # Declared static output shapes (None where symbolic): the converter's own shape inference.
         self.out_shapes = [
             tuple(d.constant.size for d in o.type.tensorType.dimensions)
@@ -184,16 +188,19 @@ def _conv(op: MilOp) -> Kernel:
     if has_bias:
         op.tensor("bias")
 
-    def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def pads_for(x: torch.Tensor, weight: torch.Tensor) -> kernels.Pads:
         if pad_type == "custom":
-            pads = pad
-        elif pad_type == "valid":
-            pads = (0, 0, 0, 0)
-        else:
-            pads = kernels.same_pads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), strides, dilations,
-                                     top_left_heavy=pad_type == "same_lower")
-        return kernels.conv2d(x, weight, bias, strides, pads, dilations, groups)
+            return pad
+        if pad_type == "valid":
+            return (0, 0, 0, 0)
+        return kernels.same_pads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), strides, dilations,
+                                 top_left_heavy=pad_type == "same_lower")
 
+    def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return kernels.conv2d(x, weight, bias, strides, pads_for(x, weight), dilations, groups)
+
+    op.fp16_kernel = lambda x, weight, bias=None: fp16.conv2d(x, weight, bias, strides, pads_for(x, weight),
+                                                              dilations, groups)
     return conv
 
 
@@ -208,11 +215,14 @@ def _batch_norm(op: MilOp) -> Kernel:
     if has_beta:
         op.tensor("beta")
 
-    def batch_norm(x, mean, variance, *affine):
-        gamma = affine[0] if has_gamma else None
-        beta = affine[-1] if has_beta else None
-        return kernels.batch_norm(x, mean, variance, gamma, beta, epsilon, channel_axis=1)
+    def gamma_beta(affine: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return affine[0] if has_gamma else None, affine[-1] if has_beta else None
 
+    def batch_norm(x, mean, variance, *affine):
+        return kernels.batch_norm(x, mean, variance, *gamma_beta(affine), epsilon, channel_axis=1)
+
+    op.fp16_kernel = lambda x, mean, variance, *affine: fp16.batch_norm(x, mean, variance, *gamma_beta(affine),
+                                                                         epsilon, channel_axis=1)
     return batch_norm
 
 
@@ -241,16 +251,15 @@ def _upsample_bilinear(op: MilOp) -> Kernel:
     op.tensor("x")
     declared = op.out_shapes[0]
 
-    def upsample(x: torch.Tensor) -> torch.Tensor:
+    def out_size(x: torch.Tensor) -> tuple[int, int]:
         # Output size is floor(in * scale) (MIL docs); the declared shape settles float rounding
         # (6 * float32(7/6) floors to 6). The grid is then recomputed from the two sizes.
         if declared:
-            out_h, out_w = declared[-2:]
-        else:
-            out_h, out_w = math.floor(x.shape[-2] * scale_h), math.floor(x.shape[-1] * scale_w)
-        return kernels.resize_bilinear(x, out_h, out_w, mode)
+            return declared[-2], declared[-1]
+        return math.floor(x.shape[-2] * scale_h), math.floor(x.shape[-1] * scale_w)
 
-    return upsample
+    op.fp16_kernel = lambda x: fp16.resize_bilinear(x, *out_size(x), mode)
+    return lambda x: kernels.resize_bilinear(x, *out_size(x), mode)
 
 
 _SAMPLING_MODES = {"STRICT_ALIGN_CORNERS": "align_corners", "ALIGN_CORNERS": "align_corners_centred",
@@ -265,6 +274,7 @@ def _resize_bilinear(op: MilOp) -> Kernel:
     if sampling not in _SAMPLING_MODES:
         raise op.unsupported(f"sampling_mode {sampling!r}")
     op.tensor("x")
+    op.fp16_kernel = lambda x: fp16.resize_bilinear(x, out_h, out_w, _SAMPLING_MODES[sampling])
     return lambda x: kernels.resize_bilinear(x, out_h, out_w, _SAMPLING_MODES[sampling])
 
 
@@ -307,6 +317,7 @@ def _squeeze(op: MilOp) -> Kernel:
 def _softmax(op: MilOp) -> Kernel:
     axis = int(op.param("axis", -1))
     op.tensor("x")
+    op.fp16_kernel = lambda x: fp16.softmax(x, axis)
     return lambda x: torch.softmax(x, dim=axis)
 
 
@@ -316,6 +327,7 @@ def _matmul(op: MilOp) -> Kernel:
     transpose_y = bool(op.param("transpose_y", False))
     op.tensor("x")
     op.tensor("y")
+    op.fp16_kernel = lambda x, y: fp16.matmul(x, y, transpose_x, transpose_y)
     return lambda x, y: kernels.matmul(x, y, transpose_x, transpose_y)
 
 
@@ -325,6 +337,7 @@ def _linear(op: MilOp) -> Kernel:
     op.tensor("weight")  # (out, in), as torch.nn.Linear
     if op.has("bias"):
         op.tensor("bias")
+    op.fp16_kernel = fp16.linear
     return lambda x, weight, bias=None: torch.nn.functional.linear(x, weight, bias)
 
 
@@ -334,6 +347,7 @@ def _reduce(op: MilOp) -> Kernel:
     keep_dims = bool(op.param("keep_dims", False))
     kind = op.type.removeprefix("reduce_")
     op.tensor("x")
+    op.fp16_kernel = lambda x: fp16.reduce(x, kind, axes, keep_dims)
     return lambda x: kernels.reduce(x, kind, axes, keep_dims)
 
 
@@ -507,7 +521,7 @@ def read_ml_program(spec: Any, model_dir: Path, function: str = "main") -> Graph
         out_types = [o.type.tensorType.dataType if o.type.WhichOneof("type") == "tensorType" else None
                      for o in proto_op.outputs]
         nodes.append(Node(proto_op.type, op.name, tuple(op.runtime), tuple(o.name for o in proto_op.outputs),
-                          kernel, tuple(_TORCH_DTYPES.get(t) for t in out_types)))
+                          kernel, tuple(_TORCH_DTYPES.get(t) for t in out_types), op.fp16_kernel))
 
     input_types = {i.name: i.type.tensorType.dataType for i in func.inputs}
     input_name = spec.description.input[0].name

@@ -350,3 +350,15 @@ def test_ios18_compressed_weights_are_refused(precision, tmp_path):
     with pytest.raises(UnsupportedOpError, match=f"'{expected}'") as info:
         load_coreml(tmp_path / "ios18.mlpackage")
     assert info.value.op_type == expected
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_compressed_weights_under_fp16_accumulation(compressed, precision, tmp_path):
+    """The fp16-accumulation mode sums the decompressed fp16 weights: the same joints as coremltools' own
+    decompressed twin of the file, and within the compression tolerance of PyTorch."""
+    path = compressed.paths[precision]
+    dense_path = tmp_path / "dense.mlpackage"
+    cto.decompress_weights(ct.models.MLModel(str(path), skip_model_load=True)).save(str(dense_path))
+    joints = evaluate_coreml(path, compressed.inputs, accumulation="fp16")
+    np.testing.assert_array_equal(joints, evaluate_coreml(dense_path, compressed.inputs, accumulation="fp16"))
+    assert max_px(joints, compressed.reference) <= TOLERANCE_PX[precision]

@@ -36,6 +36,7 @@ from runtimes.coreml_reference import (
     kernels,
     load_coreml,
 )
+from runtimes.coreml_reference import fp16_accumulation as fp16_sums
 
 ct = pytest.importorskip("coremltools")
 
@@ -227,9 +228,12 @@ OP_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 FORMATS = ("mlprogram", "neuralnetwork")
 
 
-def convert_module(module: nn.Module, shape: tuple[int, ...], convert_to: str, path: Path) -> Path:
+def convert_module(module: nn.Module, shape: tuple[int, ...], convert_to: str, path: Path,
+                   precision: str = "fp32") -> Path:
+    """``precision``: of an ML Program ("fp16": fp16 weights and activations, as the pose .mlpackage)."""
     traced = torch.jit.trace(module.eval(), torch.zeros(shape))
-    kwargs = {"compute_precision": ct.precision.FLOAT32} if convert_to == "mlprogram" else {}
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    kwargs = {"compute_precision": compute} if convert_to == "mlprogram" else {}
     target = ct.target.iOS15 if convert_to == "mlprogram" else ct.target.iOS14
     mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=shape)], outputs=[ct.TensorType(name="y")],
                          convert_to=convert_to, minimum_deployment_target=target, **kwargs)
@@ -239,21 +243,25 @@ def convert_module(module: nn.Module, shape: tuple[int, ...], convert_to: str, p
 
 
 @pytest.fixture(scope="module")
-def converted_ops(tmp_path_factory) -> Callable[[str, str], tuple[Path, torch.Tensor, torch.Tensor]]:
-    """converted_ops(case, format) -> (saved file, input, torch output), converted once per module."""
+def converted_ops(tmp_path_factory) -> Callable[..., tuple[Path, torch.Tensor, torch.Tensor]]:
+    """converted_ops(case, format, precision="fp32") -> (saved file, input, torch output), converted once per
+    module; the modules behind one case are the same (seeded) at either precision."""
     folder = tmp_path_factory.mktemp("ops")
-    cache: dict[tuple[str, str], tuple[Path, torch.Tensor, torch.Tensor]] = {}
+    cache: dict[tuple[str, str, str], tuple[Path, torch.Tensor, torch.Tensor]] = {}
 
-    def get(case: str, convert_to: str) -> tuple[Path, torch.Tensor, torch.Tensor]:
-        if (case, convert_to) not in cache:
+    def get(case: str, convert_to: str, precision: str = "fp32") -> tuple[Path, torch.Tensor, torch.Tensor]:
+        key = (case, convert_to, precision)
+        if key not in cache:
             torch.manual_seed(0)
             make, shape = OP_CASES[case]
             module = make().eval()
             x = torch.randn(shape)
             with torch.no_grad():
                 y = module(x)
-            cache[case, convert_to] = convert_module(module, shape, convert_to, folder / f"{case}-{convert_to}"), x, y
-        return cache[case, convert_to]
+            suffix = "" if precision == "fp32" else f"-{precision}"
+            path = convert_module(module, shape, convert_to, folder / f"{case}-{convert_to}{suffix}", precision)
+            cache[key] = path, x, y
+        return cache[key]
 
     return get
 
@@ -487,3 +495,141 @@ def test_an_op_input_it_does_not_understand_is_refused(tiny, tmp_path):
     path = _save_ml_program(spec, tiny.mlpackage, tmp_path / "extra.mlpackage")
     with pytest.raises(UnsupportedOpError, match="'upsample_bilinear'.*antialias"):
         evaluate_coreml(path, tiny.inputs[:1])
+
+
+# ---- the fp16-accumulation mode through saved files (its kernels: test_coreml_fp16_accumulation.py) -----
+NO_SUMS = ("transpose_reshape", "residual_add_mul", "concat_arithmetic")  # cases with no op that sums
+#: Max |delta| under the mode vs torch fp32, relative to the case's largest output (at least 1). Measured: at most
+#: 0.0014 (broadcast_arithmetic, concat_arithmetic); conv cases 0.0006-0.0016, the soft-argmax tail 0.0009.
+FP16_SUMS_TOLERANCE = 0.01
+
+
+@pytest.mark.parametrize("case", sorted(OP_CASES))
+def test_op_under_fp16_accumulation(converted_ops, case):
+    """Every op case as an fp16 ML Program: fp16 outputs close to torch's fp32; where nothing sums, bit-identical
+    to the default mode (elementwise fp16 ops round once in either mode)."""
+    path, x, expected = converted_ops(case, "mlprogram", "fp16")
+    got = evaluate_coreml(path, x.numpy(), accumulation="fp16")
+    np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))
+    if case in NO_SUMS:
+        np.testing.assert_array_equal(got, evaluate_coreml(path, x.numpy()))
+    scale = float(np.abs(expected.numpy()).max())
+    error = float(np.abs(got - expected.numpy()).max())
+    log.info("%s under fp16 accumulation: max |delta| %.3g of %.3g", case, error, scale)
+    assert error <= FP16_SUMS_TOLERANCE * max(scale, 1.0)
+
+
+def _op_module(case: str) -> tuple[nn.Module, torch.Tensor]:
+    """The module and input converted_ops built for ``case`` (same seed, same order of draws)."""
+    torch.manual_seed(0)
+    make, shape = OP_CASES[case]
+    module = make().eval()
+    return module, torch.randn(shape)
+
+
+@pytest.mark.parametrize("case", ["conv", "conv_depthwise", "conv_grouped_dilated", "conv_same_even_kernel",
+                                  "linear", "matmul"])
+def test_a_summing_op_in_a_file_runs_the_fp16_kernel_with_its_parameters(converted_ops, case):
+    """The file under the mode is the fp16 kernel applied to the module's fp16-rounded weights with the module's
+    stride, padding, dilation and groups: the reader hands the kernel the right parameters."""
+    path, _, _ = converted_ops(case, "mlprogram", "fp16")
+    module, x = _op_module(case)
+    with torch.no_grad():
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size
+            pads = kernels.same_pads((6, 6), k, module.stride, module.dilation, False) if module.padding == "same" \
+                else (module.padding[0],) * 2 + (module.padding[1],) * 2
+            bias = None if module.bias is None else module.bias.half()
+            expected = fp16_sums.conv2d(x.half(), module.weight.half(), bias, module.stride, pads, module.dilation,
+                                        module.groups)
+        elif isinstance(module, nn.Linear):
+            expected = fp16_sums.linear(x.half(), module.weight.half(), module.bias.half())
+        else:
+            expected = fp16_sums.matmul(x.half().transpose(1, 2), x.half())
+    np.testing.assert_array_equal(evaluate_coreml(path, x.numpy(), accumulation="fp16"), expected.float().numpy())
+
+
+def test_the_tiny_pose_mlpackage_under_fp16_accumulation_stays_close_to_the_default(tiny):
+    """Every joint within the fp16 budget (1 input px) of the default mode's (measured: 0.28 px), and still
+    consistent with PyTorch's own fp16 arithmetic; but not identical: the mode must change something."""
+    default = evaluate_coreml(tiny.mlpackage, tiny.inputs)
+    worst = evaluate_coreml(tiny.mlpackage, tiny.inputs, accumulation="fp16")
+    moved = max_px(worst, default) * TINY.input_size / TINY.heatmap_size
+    log.info("tiny .mlpackage: fp16 accumulation moves joints by up to %.3g input px", moved)
+    assert 0 < moved < 1.0
+    assert tiny.fp16_ok(worst)
+
+
+def test_fp16_accumulation_is_refused_where_nothing_computes_in_fp16(tiny, converted_ops):
+    """A NeuralNetwork (.mlmodel) and an fp32 ML Program have no fp16 sums: the mode is refused, not a no-op that
+    would label fp32 figures fp16's; the export's helper says it does not apply (None)."""
+    from runtimes.coreml import fp16_accumulation_check
+
+    fp32_program, x, _ = converted_ops("conv", "mlprogram")
+    for path, inputs in ((tiny.mlmodel, tiny.inputs[:1]), (fp32_program, x.numpy())):
+        with pytest.raises(ExportError, match="fp16 accumulation applies to fp16 ML Programs"):
+            evaluate_coreml(path, inputs, accumulation="fp16")
+        assert fp16_accumulation_check(path, inputs) is None
+    with pytest.raises(ValueError, match="unknown accumulation 'fp8'"):
+        evaluate_coreml(tiny.mlpackage, tiny.inputs[:1], accumulation="fp8")
+
+
+def test_fp16_accumulation_through_a_session_and_the_export_helper(tiny):
+    from runtimes.coreml import FP16_ACCUMULATION, fp16_accumulation_check, intermediate_tensors, open_session
+
+    expected = evaluate_coreml(tiny.mlpackage, tiny.inputs[:2], accumulation="fp16")
+    session = open_session(tiny.mlpackage, 1, "NCHW", accumulation="fp16")
+    assert session.runtime == FP16_ACCUMULATION and not session.timed
+    np.testing.assert_array_equal(session.run_all(tiny.inputs[:2]), expected)
+    np.testing.assert_array_equal(fp16_accumulation_check(tiny.mlpackage, tiny.inputs[:2]), expected)
+    _, last = intermediate_tensors(tiny.mlpackage, tiny.inputs[:1], accumulation="fp16")[-1]
+    np.testing.assert_array_equal(last, expected[:1])
+
+
+class MatmulSoftArgmax(nn.Module):
+    """The soft-argmax before the fp16-safe rewrite (commit 45cd0d0): a softmax over the D*H*W voxels, then one
+    matmul with the (D*H*W, 3) coordinate table."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.joints = spec.joints
+        self.register_buffer("coords", SoftArgmax3D(spec).coords)
+
+    def forward(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(heatmaps.reshape(-1, self.joints, self.coords.shape[0]), dim=2)
+        return torch.matmul(probs, self.coords)
+
+
+XS_TAIL = dataclasses.replace(TAIL_SPEC, input_size=256, depth_bins=32)  # XS's 32x32x32 heatmaps, 3 joints
+
+
+def blob_logits(spec: ModelSpec, seed: int, height: float = 8.0, width: float = 1.5) -> np.ndarray:
+    """(1, J*D, H, W) logits: per joint a Gaussian blob of ``height`` over N(0, 1) noise, as a heatmap head gives."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.arange(n) for n in spec.heatmap_shape), indexing="ij")
+    joints = []
+    for _ in range(spec.joints):
+        cx, cy, cz = rng.uniform(4, min(spec.heatmap_shape) - 4, 3)
+        blob = height * np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * width**2))
+        joints.append(blob + rng.standard_normal(spec.heatmap_shape))
+    return np.stack(joints).reshape(1, spec.output_channels, spec.heatmap_size, spec.heatmap_size).astype(np.float32)
+
+
+def test_the_mode_sees_the_old_soft_argmax_lose_the_pose_and_the_new_one_keep_it(tmp_path):
+    """What issue 34 describes, on XS-sized heatmaps (32,768 voxels a joint): the old tail's softmax normaliser and
+    its 32,768-term matmul stagnate in fp16 and move joints by ~20 input px (measured 20.3), the per-axis marginal
+    sums of the new one by ~0.15 px; the default mode (fp32 inside each op) sees neither (<= 0.14 px)."""
+    x = blob_logits(XS_TAIL, 0)
+    with torch.no_grad():
+        exact = SoftArgmax3D(XS_TAIL)(torch.from_numpy(x).double()).numpy()
+    to_input = XS_TAIL.input_size / XS_TAIL.heatmap_size
+    moved = {}
+    for name, tail in (("new", SoftArgmax3D(XS_TAIL)), ("old", MatmulSoftArgmax(XS_TAIL))):
+        path = convert_module(tail, x.shape, "mlprogram", tmp_path / name, "fp16")
+        for mode in ("op", "fp16"):
+            joints = evaluate_coreml(path, x, accumulation=mode)
+            moved[name, mode] = float(np.abs(joints[..., :2] - exact[..., :2]).max()) * to_input
+    log.info("2-D joint error, input px: %s", moved)
+    assert moved["new", "op"] < 0.5 and moved["old", "op"] < 0.5
+    assert moved["new", "fp16"] < 1.0
+    assert moved["old", "fp16"] > 5.0
