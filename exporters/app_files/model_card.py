@@ -37,6 +37,9 @@ def _artifact_rows(manifest: Manifest, bench: dict | None) -> list[tuple]:
                  if v["conversion"] else f"cost p99 {v['cost']['p99_input_px']:.2g} {interval_cell(v)} <= "
                  f"{v['budget_input_px']:g}{borderline}")
         by = " (reference evaluator)" if v.get("evaluated_by") else ""
+        accumulated = next((r for r in a.verified_on if r.get("accumulation") == "fp16"), None)
+        if accumulated:  # an fp16 Core ML program judged again with every sum in fp16 (a worst-case GPU / ANE)
+            by += f"; every sum in fp16: p99 {accumulated['verdict']['cost']['p99_input_px']:.2g}"
         rows.append((f"`{a.file}`", a.format, a.precision, f"{a.bytes / 1e6:.1f}", check + by,
                      f"{v['cost']['p99_depth_mm']:.2g}", f"{p50[a.file]:.2f}" if a.file in p50 else "-"))
     for r in manifest.rejected:

@@ -29,8 +29,12 @@ from models.contract import InputContract
 from models.network import ConvNeXtPose
 from runtimes import open_session
 from runtimes.arm64.runner import DEFAULT_TIMEOUT_S
+from runtimes.coreml import FP16_ACCUMULATION, fp16_accumulation_check
 
 log = logging.getLogger(__name__)
+
+#: An fp16 Core ML program over its budget when every sum is accumulated in fp16 (ExportRun._fp16_accumulation).
+UNDER_FP16_ACCUMULATION = "under fp16 accumulation (every sum in fp16, one term at a time)"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,13 @@ class ExportRun:
         if not verdict.published:  # its file stays in staging (a later stage may build on it) and is not published
             self.reject(kind, verdict.reason, verdict.describe(), record)
             return None
+        # weights marked untrained: random, flat heatmaps, which no fp16 sum keeps (their costs measure the weights)
+        accumulated = self._fp16_accumulation(path, kind, judged) if kind.runtime == "coreml" and not self.untrained \
+            else None
+        if accumulated is not None and not accumulated.published:
+            self.reject(kind, accumulated.reason, f"{UNDER_FP16_ACCUMULATION}: {accumulated.describe()}",
+                        record | {"fp16_accumulation": accumulated.to_dict()})
+            return None
         size, sha = path_digest(path)
         n, c, h, w = self.contract.shape_nchw
         shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
@@ -131,12 +142,31 @@ class ExportRun:
         missing = lost(ready) if kind.for_phones else []
         if missing:
             log.warning("%s: does not run whole on the phone's accelerators -- %s", path.name, "; ".join(missing))
+        checked = (host_record(session.runtime, len(joints)),)
+        if accumulated is not None:
+            checked += ({"accumulation": "fp16", "runtime": FP16_ACCUMULATION, "status": "passed",
+                         "inputs": accumulated.cost.n_inputs, "headline": accumulated.headline(),
+                         "verdict": accumulated.to_dict()},)
         artifact = Artifact(path.name, kind.format, kind.precision, layout, shape, size, sha, kind.runtime,
-                            record, details or {}, (host_record(session.runtime, len(joints)),), ready)
+                            record, details or {}, checked, ready)
         self.artifacts.append(artifact)
         self.outputs[artifact.file] = joints
         log.info("%s: published (%s)", path.name, verdict.headline())
         return artifact
+
+    def _fp16_accumulation(self, path: Path, kind: ArtifactKind, judged: np.ndarray) -> Verdict | None:
+        """An fp16 Core ML program judged again with every sum accumulated in fp16, one term at a time (the worst
+        a phone's GPU or Neural Engine can do: runtimes/coreml_reference/fp16_accumulation.py), on the judged
+        images, against its own budget; decided by its p99 there (no more images: ~1 s an image). None for a
+        file that does not compute in fp16."""
+        rows = np.flatnonzero(judged)
+        joints = fp16_accumulation_check(path, self.artifact_inputs[rows])
+        if joints is None:
+            return None
+        verdict = judge(joints, kind.arithmetic, self.references.subset(rows), np.ones(len(rows), bool),
+                        self.budgets, self.inputs.units()[rows])
+        log.info("%s under fp16 accumulation: %s", path.name, verdict.headline())
+        return verdict
 
     def _judge_on_more_images(self, name: str, session, joints: np.ndarray, judged: np.ndarray, arithmetic: str,
                               verdict: Verdict) -> Verdict:
