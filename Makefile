@@ -7,19 +7,40 @@ VARIANT ?= S
 OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
+# Every package of the venv, transitive ones too, pinned with hashes (README "Dependencies"); `make lock` rewrites them.
+LOCK      := requirements/lock.txt
+BOOTSTRAP := requirements/bootstrap.txt
+LOCK_VENV := .venv-lock
+LOCK_TOOLS := pip==26.3 pip-tools==7.6.2
+COMPILE   := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: install lint test test-fast test-campaign arm64 test-arm64 gpu test-gpu export bench diagnose kernels robustness clean
+.PHONY: install lock lint test test-fast test-campaign arm64 test-arm64 gpu test-gpu export bench diagnose kernels \
+	robustness clean
 
+# Only pip, and only what the lock names, each file checked against its hashes: first the installers, then the
+# whole set, then the project without deps. The two source builds (antlr4's sdist, the project) use the locked
+# setuptools (--no-build-isolation), not the newest one an isolated build would fetch.
 # pip's own chatter goes to $(VENV)/install.log; on a failure its tail is printed.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(BOOTSTRAP)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "setting up $(VENV) from pyproject.toml (once; log: $(VENV)/install.log)"
-	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]'; } > $(VENV)/install.log 2>&1 \
+	@echo "setting up $(VENV) from $(LOCK) (once; log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --require-hashes --no-deps -r $(BOOTSTRAP) \
+		&& $(BIN)/pip install --require-hashes --no-build-isolation -r $(LOCK) \
+		&& $(BIN)/pip install --no-deps --no-build-isolation -e . && $(BIN)/pip check; } > $(VENV)/install.log 2>&1 \
 		|| { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrites the lock from pyproject.toml's pins (needs the index; a few minutes), with pip-tools in a venv of its own.
+# pip-compile keeps the transitive pins that still fit; LOCK_ARGS=--upgrade moves them all to the newest that fit.
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile \
+		|| { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q $(LOCK_TOOLS); }
+	$(COMPILE) --extra test $(LOCK_ARGS) -o $(LOCK) pyproject.toml requirements/bootstrap.in
+	$(COMPILE) -c $(LOCK) -o $(BOOTSTRAP) requirements/bootstrap.in
 
 lint: install
 	$(BIN)/ruff check .
@@ -71,4 +92,4 @@ robustness: install
 	$(BIN)/python -m robustness
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info
