@@ -139,6 +139,10 @@ def _ort_tail(model: onnx.ModelProto) -> list[str]:
         return []
     del graph.node[:]
     graph.node.extend(new_nodes)
+    # the reductions' axes tensors are read by nothing now: ONNX Runtime warns about each one it loads
+    used = {name for node in graph.node for name in node.input} | {v.name for v in [*graph.input, *graph.output]}
+    for unused in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(unused)
     words = {"ReduceMax": "ReduceMax -> GlobalMaxPool", "ReduceSum": "ReduceSum -> MatMul with ones",
              "Exp": "Exp -> Pow(e, x)"}
     return [f"{n} {words[op]}" for op, n in counts.items() if n]
