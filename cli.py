@@ -113,7 +113,7 @@ def _eval_synthetic(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from exporters.build.pipeline import ExportOptions, run_export
+    from exporters.pipeline.export import ExportOptions, run_export
 
     options = ExportOptions(
         variant=args.variant,
@@ -153,7 +153,7 @@ def _verify(args: argparse.Namespace) -> int:
     import torch
 
     from common.tables import format_table
-    from exporters.build.publish import tidy
+    from exporters.pipeline.publish import tidy
     from judging.verify import check_artifacts
 
     torch.set_num_threads(args.threads)
@@ -179,7 +179,7 @@ def _verify_gpu(args: argparse.Namespace) -> int:
     from benchmarks.report import BENCH_JSON
     from common.tables import format_table
     from exporters.app_files import model_card
-    from exporters.build.publish import out_lock
+    from exporters.pipeline.publish import out_lock
     from judging.verify import check_on_gpu
 
     torch.set_num_threads(args.threads)
@@ -206,7 +206,7 @@ def _verify_arm64(args: argparse.Namespace) -> int:
     from benchmarks.report import BENCH_JSON
     from common.tables import format_table
     from exporters.app_files import model_card
-    from exporters.build.publish import out_lock
+    from exporters.pipeline.publish import out_lock
     from judging.verify import check_on_arm64
 
     torch.set_num_threads(args.threads)
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = bool({"-v", "--verbose"} & set(argv))
     quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
     if next((a for a in argv if not a.startswith("-")), None) == "export":
-        # An export runs up to three processes on the cores (exporters/build/side_stage.py): OpenMP workers that
+        # An export runs up to three processes on the cores (exporters/pipeline/side_stage.py): OpenMP workers that
         # spin between PyTorch ops take CPU from the others (S, 3 interleaved pairs: median 33.9 s wall,
         # 46.7 s user with PASSIVE; 36.0 s, 50.3 s without). Read when PyTorch loads, so set before.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -19,7 +19,7 @@ bootstrap over independent units -- images, or photos whose crops are resampled 
 units, ``SMALL_SAMPLE_C``) and a kind: ``within`` (the whole interval inside the budget), ``over`` (all of
 it above) or ``borderline`` (straddling: inside or over depending on which images were drawn; on photos,
 "borderline: N photos": the user's photos cannot decide). The
-export judges a borderline cost on more images until the interval decides (exporters/build/export_run.py);
+export judges a borderline cost on more images until the interval decides (exporters/pipeline/export_run.py);
 one still borderline at the cap is decided by its p99 over those images and labelled borderline wherever it
 appears (``settle_borderline``): measured, that p99 moves by at most ~0.3 px between draws of 160 images,
 so the verdict of a file that far from its budget does not depend on the draw, while a rule on the

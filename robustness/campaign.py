@@ -27,7 +27,7 @@ import torch
 
 from common.files import path_digest
 from common.tables import format_table
-from exporters.build.publish import CRASH_AT_ENV
+from exporters.pipeline.publish import CRASH_AT_ENV
 from judging.manifest import MANIFEST_NAME
 from models.network import ConvNeXtPose
 from robustness.corpus import (
@@ -185,7 +185,7 @@ import cli
 from common import quiet
 quiet.configure(False)
 quiet.import_quietly("tensorflow")
-import exporters.build.pipeline
+import exporters.pipeline.export
 out, deadline = Path(sys.argv[1]), time.monotonic() + 120
 while not list(out.parent.glob(f".{out.name}.staging-*")):
     if time.monotonic() > deadline:

@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_among_the_project_modules():
     graph = import_graph()
-    assert "exporters.build.pipeline" in graph and "exporters.formats" in graph["exporters.build.pipeline"]
+    assert "exporters.pipeline.export" in graph and "exporters.formats" in graph["exporters.pipeline.export"]
     assert find_cycles(graph) == []
 
 
@@ -102,9 +102,9 @@ def test_no_import_cycle_among_the_project_modules():
 #: that do not import each other. Judging sits below the exporters, so the bench, verify, diagnose and
 #: check-golden can judge without importing anything that builds files.
 ROOMS = ("common", "models", "runtimes", "judging", "exporters.formats",
-         ("exporters.converters", "exporters.app_files"), "exporters.build", "benchmarks", "cli", "robustness")
-#: Rooms that build files: converters, stages, the pipeline, the publisher.
-BUILDERS = ("exporters.converters", "exporters.build")
+         ("exporters.converters", "exporters.app_files"), "exporters.pipeline", "benchmarks", "cli", "robustness")
+#: Rooms that build files: converters, and the export pipeline (stages, the run, the publisher).
+BUILDERS = ("exporters.converters", "exporters.pipeline")
 #: Modules that build single-op models on purpose (the kernel and profile studies) and may use converters.
 BUILDS_ON_PURPOSE = ("benchmarks.kernels", "benchmarks.profile")
 
@@ -164,8 +164,8 @@ def test_the_rules_fail_on_a_judge_that_imports_a_converter_or_the_pipeline():
     assert ("judging.verify", "exporters.converters.to_tflite") in upward_imports(wrong)
     assert "exporters.converters.to_tflite" in judges_that_build(wrong)["judging.verify"]
     # an import that is not upward by room but brings a builder in: the table made to import the stages
-    table = {**graph, "exporters.formats": graph["exporters.formats"] | {"exporters.build.stages"}}
-    assert "exporters.build.stages" in judges_that_build(table)["benchmarks.run"]
+    table = {**graph, "exporters.formats": graph["exporters.formats"] | {"exporters.pipeline.stages"}}
+    assert "exporters.pipeline.stages" in judges_that_build(table)["benchmarks.run"]
     peers = {**graph, "exporters.converters.to_onnx": {"exporters.app_files.metadata"}}
     assert ("exporters.converters.to_onnx", "exporters.app_files.metadata") in upward_imports(peers)
 
@@ -226,7 +226,7 @@ def test_a_new_format_row_is_exported_verified_benched_and_rechecked(dummy_forma
 
     from benchmarks.latency import LatencySettings
     from benchmarks.run import BenchOptions, run_bench
-    from exporters.build.pipeline import ExportOptions, run_export
+    from exporters.pipeline.export import ExportOptions, run_export
     from judging.manifest import Manifest
     from judging.verify import check_artifacts
     from models.spec import ModelSpec

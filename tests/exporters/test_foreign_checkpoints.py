@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from cli import main
-from exporters.build import pipeline
+from exporters.pipeline import export as pipeline
 from judging.manifest import MANIFEST_NAME
 from models.network import Block, ConvNeXtPose, DeConv
 from models.preprocessing import normalise

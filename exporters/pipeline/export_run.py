@@ -1,6 +1,6 @@
 """The state one export shares between its stages, and how a stage verifies what it built.
 
-A stage (exporters/build/stages.py) writes its files into ``run.staging`` and hands each to
+A stage (exporters/pipeline/stages.py) writes its files into ``run.staging`` and hands each to
 :meth:`ExportRun.verify`, which runs it in the runtime its artifact kind names, judges it
 (judging/gates.py), and records it for publishing -- or as rejected, with the figures.
 """
