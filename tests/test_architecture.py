@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "models", "runtimes", "judging", "exporters", "benchmarks", "robustness")
+PACKAGES = ("common", "models", "runtimes", "judging", "exporters", "benchmarks", "cli", "robustness")
 
 
 def _project_modules() -> dict[str, Path]:
-    modules = {"cli": REPO / "cli.py"}
+    modules = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
@@ -210,6 +210,32 @@ def dummy_format(monkeypatch):
                                f"{__name__}:_copy_onnx", requires=("onnx",), default=False)
     monkeypatch.setattr(formats, "FORMATS", [*formats.FORMATS, row])
     return row
+
+
+#: The command line's modules that are not commands: the dispatcher, `python -m cli`, shared argument types.
+CLI_HELPERS = ("cli", "cli.__main__", "cli.arguments")
+#: The most lines any module of the command line may hold: a command is its arguments beside its run function.
+CLI_MODULE_MAX_LINES = 150
+
+
+def test_the_command_line_is_one_small_module_per_command():
+    """Each subcommand is one module of cli/ declaring its arguments (``add_to``) beside its ``run``; the
+    dispatcher lists them and adds nothing of its own but -v; no module of the command line grows past
+    CLI_MODULE_MAX_LINES."""
+    import cli
+
+    modules = {name: path for name, path in _project_modules().items() if name.split(".")[0] == "cli"}
+    lines = {name: len(path.read_text().splitlines()) for name, path in modules.items()}
+    assert {name: n for name, n in lines.items() if n > CLI_MODULE_MAX_LINES} == {}
+    commands = sorted(name for name in modules if name not in CLI_HELPERS)
+    assert commands == sorted(c.__name__ for c in cli.COMMANDS)
+    for command in cli.COMMANDS:
+        assert callable(command.add_to) and callable(command.run) and hasattr(command, "PRELOAD"), command.__name__
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert list(sub.choices) == [c.NAME for c in cli.COMMANDS]
+    assert all(sub.choices[c.NAME].get_default("func") is c.run for c in cli.COMMANDS)
+    assert [o for a in parser._actions for o in a.option_strings] == ["-h", "--help", "-v", "--verbose"]
 
 
 def test_a_new_format_row_appears_in_the_cli_help(dummy_format, capsys):
