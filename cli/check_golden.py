@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     runs = results.get("results", [results]) if isinstance(results, dict) else None
     if not runs or not all(isinstance(r, dict) for r in runs):
         raise ConvNeXtPoseError(f"{args.results}: expected {{\"artifact\": FILE, \"joints\": {{INPUT_ID: J x 3}}}} "
-                                "or {\"results\": [...]} (README 'Golden vectors')")
+                                "or {\"results\": [...]} (docs/app-integration.md, 'Golden vectors')")
     failed = []
     for run_ in runs:
         name, checks = golden.check(args.out, run_, args.budget, args.tolerance)

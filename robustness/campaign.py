@@ -1,5 +1,5 @@
 """The reliability campaign (`make robustness`): hundreds of bad inputs, kills at any moment, two exports
-at once, a full disk, the same export twice. Prints one table; README "Reliability" holds it.
+at once, a full disk, the same export twice. Prints one table; docs/reliability.md holds it.
 
 Bad inputs run in this process through ``cli.main`` (fast), with a sample re-run as real processes.
 Each must end with its expected exit code, a message naming what is wrong, no traceback, and OUT
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import quiet
 
-    parser = argparse.ArgumentParser(description="The reliability campaign (README 'Reliability').")
+    parser = argparse.ArgumentParser(description="The reliability campaign (docs/reliability.md).")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=20)

@@ -235,7 +235,7 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
     traced = to_coreml.trace(run.model, run.contract)  # one trace for every target (0.8 s each for S)
     for kind in fmt.artifacts:
         target = targets[(kind.format, kind.precision)]
-        # compressed packages are for trained weights only (README "Integer artifacts")
+        # compressed packages are for trained weights only (docs/integer-files.md)
         if target.compression and run.skip_untrained(f"coreml {kind.precision}", (kind,)):
             continue
         path = run.path_for(kind)
