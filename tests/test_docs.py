@@ -302,8 +302,9 @@ def checker(parser: argparse.ArgumentParser | None = None, repo: Path = REPO) ->
 def test_every_page_s_links_commands_and_make_targets_exist():
     check = checker()
     problems = [p for page in pages() for p in check.page(page)]
-    assert problems == []
-    assert check.undocumented() == [], "options no synopsis of the manual names"
+    assert not problems, "\n" + "\n".join(problems)
+    missing = check.undocumented()
+    assert not missing, "options no synopsis of the manual names:\n" + "\n".join(missing)
 
 
 def test_the_pages_are_the_readme_the_manual_and_the_folders_readmes():
