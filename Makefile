@@ -7,7 +7,7 @@ VARIANT ?= S
 OUT     ?= artifacts/$(VARIANT)
 CKPT    ?=
 THREADS ?= 2
-# Every package of the venv, transitive ones too, pinned with hashes (README "Dependencies"); `make lock` rewrites them.
+# Every package of the venv, transitive ones too, pinned with hashes (docs/development.md, "Dependencies"); `make lock` rewrites them.
 LOCK      := requirements/lock.txt
 BOOTSTRAP := requirements/bootstrap.txt
 LOCK_VENV := .venv-lock

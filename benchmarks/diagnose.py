@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DIAGNOSE_JSON, DIAGNOSE_PNG = "diagnose.json", "diagnose.png"
 #: Inputs diagnosed by default: the first of the judged verification inputs. On S, boundary SNRs of
-#: 4 and of all 10 judged images differ by <= 2.9 dB, with the same first jumps (README "Diagnose").
+#: 4 and of all 10 judged images differ by <= 2.9 dB, with the same first jumps (docs/diagnose.md).
 DEFAULT_IMAGES = 4
 
 

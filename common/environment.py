@@ -1,5 +1,5 @@
 """Settings every process of the project applies before it imports a library: no telemetry, and
-nothing written into the user's HOME (README "Where the tool writes").
+nothing written into the user's HOME (docs/development.md, "Where the tool writes").
 
 - ONNX Runtime 1.32 creates a device id (``~/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid``)
   and an SQLite telemetry store (``onnxruntime.db``) when it is imported, unless

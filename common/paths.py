@@ -11,5 +11,5 @@ ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 #: Reference weights built on demand and reused (M, L; XS and S also ship in WEIGHTS_DIR).
 CHECKPOINT_CACHE_DIR = ARTIFACTS_DIR / "checkpoints"
 #: The project's own cache: what libraries would otherwise write into HOME (matplotlib's font cache,
-#: Keras' settings file), kept beside the project instead (README "Where the tool writes").
+#: Keras' settings file), kept beside the project instead (docs/development.md, "Where the tool writes").
 CACHE_DIR = ARTIFACTS_DIR / "cache"

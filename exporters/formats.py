@@ -5,7 +5,7 @@ by the pipeline), what it needs first, and the artifacts it writes. An :class:`A
 of those files: its suffix, input layout, the runtime that verifies it (and that the bench times it
 with), and the arithmetic it computes in, which decides how it is judged (judging/gates.py). The
 pipeline, the CLI (choices, defaults, help), the manifest, the bench and the parity suite all read
-this table: adding a format is one row, its stage (exporters/build/stages.py) and, for a new
+this table: adding a format is one row, its stage (exporters/pipeline/stages.py) and, for a new
 runtime, its runner. The module imports nothing but the standard library, so every room can read it.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["FORMATS", "ArtifactKind", "CoreMLTarget", "ExportFormat", "default_formats", "describe_formats",
            "find_kind", "format_names", "get_format", "resolve_formats"]
 
-_STAGES = "exporters.build.stages:"
+_STAGES = "exporters.pipeline.stages:"
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,12 @@ class ExportFormat:
     name: str
     help: str
     artifacts: tuple[ArtifactKind, ...]
-    #: the stage that builds it, "module:function" (exporters/build/stages.py), imported only by the
+    #: the stage that builds it, "module:function" (exporters/pipeline/stages.py), imported only by the
     #: pipeline: the table is data, so the bench and the judges read it without importing a converter
     build: str
     requires: tuple[str, ...] = ()  # formats whose verified artifacts this one is built from
     default: bool = True  # part of the default --formats
-    #: built in a forked process beside the other stages (exporters/build/side_stage.py), started as soon as the
+    #: built in a forked process beside the other stages (exporters/pipeline/side_stage.py), started as soon as the
     #: stages it requires are done
     beside: bool = False
     #: run in the export process before a beside stage forks, for what later stages share with it

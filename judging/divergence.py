@@ -28,7 +28,7 @@ from runtimes.session import Tensors
 #: bit-identical tensors (infinite) would make jumps out of nothing.
 CEILING_DB = 80.0
 #: A boundary this far below every boundary before it is where the error jumped: 15 dB is a 5.6x
-#: larger error in one step. Measured (README "Diagnose"): the 10 artifacts of XS and S never fall
+#: larger error in one step. Measured (docs/diagnose.md): the 10 artifacts of XS and S never fall
 #: more than 6.2 dB below their lowest earlier boundary; a dropped BatchNorm falls by more than 60 dB.
 JUMP_DB = 15.0
 

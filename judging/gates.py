@@ -1,4 +1,4 @@
-"""Two questions per artifact, two answers (README "Parity tolerances").
+"""Two questions per artifact, two answers (docs/judging.md).
 
 1. *Is the conversion correct?* An fp32 artifact is compared with the exact reference of its
    arithmetic (fp32 body, fp64 soft-argmax; judging/references.py). It passes when its largest
@@ -19,11 +19,11 @@ bootstrap over independent units -- images, or photos whose crops are resampled 
 units, ``SMALL_SAMPLE_C``) and a kind: ``within`` (the whole interval inside the budget), ``over`` (all of
 it above) or ``borderline`` (straddling: inside or over depending on which images were drawn; on photos,
 "borderline: N photos": the user's photos cannot decide). The
-export judges a borderline cost on more images until the interval decides (exporters/build/export_run.py);
+export judges a borderline cost on more images until the interval decides (exporters/pipeline/export_run.py);
 one still borderline at the cap is decided by its p99 over those images and labelled borderline wherever it
 appears (``settle_borderline``): measured, that p99 moves by at most ~0.3 px between draws of 160 images,
 so the verdict of a file that far from its budget does not depend on the draw, while a rule on the
-interval's upper end would still flip (README "The rule at the cap"). ``--reject-borderline``
+interval's upper end would still flip (docs/judging.md, "The rule at the cap"). ``--reject-borderline``
 rejects it instead, for a team that needs every published file within budget with 95 % confidence.
 """
 
@@ -37,7 +37,7 @@ from judging.parity import ParityStats, input_px_errors, parity_stats
 from judging.references import EMULATIONS, References
 
 #: fp32 artifacts: allowed deviation from the exact reference, in multiples of the noise floor.
-#: Measured (README): runtimes land at 0.06-1.0x the floor (ONNX Runtime, TFLite/XNNPACK, the Core ML
+#: Measured (docs/judging.md): runtimes land at 0.06-1.0x the floor (ONNX Runtime, TFLite/XNNPACK, the Core ML
 #: evaluator; 4 checkpoints, 3 emulated instruction sets); 10x leaves room for kernels we have not
 #: seen, and is still 10-100x below what the injected conversion bugs move joints by.
 NOISE_FACTOR = 10.0
@@ -45,7 +45,7 @@ NOISE_FACTOR = 10.0
 FLOOR_INPUT_PX = 0.01
 #: Default budgets: p99 of the 2-D joint error vs PyTorch fp32 on the judged inputs, input px.
 DEFAULT_BUDGET_INPUT_PX: dict[str, float] = {
-    # fp16 costs <= 0.1 px on trained-like weights (measured, README); 1 px of a 256-px crop is below
+    # fp16 costs <= 0.1 px on trained-like weights (measured: docs/judging.md); 1 px of a 256-px crop is below
     # what a skeleton overlay can show. A checkpoint that loses more is fp16-sensitive: the PyTorch
     # fp16 figure beside the cost says so.
     "fp16": 1.0,

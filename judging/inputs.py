@@ -192,7 +192,7 @@ def more_judged_images(spec: ModelSpec, inputs: InputSet, n: int, seed: int, jud
     """``n`` more images of the kind the ``judged`` rows of ``inputs`` are: the synthetic evaluation images
     that follow the set's own, or jittered detector boxes around the judged photo crops (each row judged like
     the photo it is cut from, so the photos a calibrated file must not be judged on stay out, and counted as
-    that photo: InputSet.units). What a borderline cost is judged on (exporters/build/export_run.py); `verify`
+    that photo: InputSet.units). What a borderline cost is judged on (exporters/pipeline/export_run.py); `verify`
     rebuilds the same rows from the same record."""
     if inputs.judged_group == "synthetic":
         first = int(inputs.group_masks().get("synthetic", np.zeros(0, bool)).sum())

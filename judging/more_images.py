@@ -3,7 +3,7 @@
 A p99 over a first set of images whose 95 % interval straddles the budget (judging/gates.py: borderline) is
 judged again on more images of the same kind, doubling the judged count until the interval lies wholly
 within or wholly over the budget, or MAX_JUDGED_IMAGES is reached. The export runs it for each file it
-judges (exporters/build/export_run.py); `verify` rebuilds the same images from the manifest
+judges (exporters/pipeline/export_run.py); `verify` rebuilds the same images from the manifest
 (judging/verify.as_exported_set).
 """
 

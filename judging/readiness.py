@@ -116,7 +116,7 @@ def readiness(runtime: str, arithmetic: str, path: Path, details: dict[str, Any]
     """The readiness record of one published file (its runtime key and arithmetic, as the format table gives
     them), by the runtime that decides it."""
     details = details or {}
-    if runtime == "onnxruntime":  # an .ort's record is its .onnx's (exporters/build/stages.build_ort)
+    if runtime == "onnxruntime":  # an .ort's record is its .onnx's (exporters/pipeline/stages.build_ort)
         return onnx_readiness(path)
     if runtime == "litert":
         return tflite_readiness(path, integer=arithmetic == "int8")

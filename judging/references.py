@@ -1,6 +1,6 @@
 """The PyTorch references an artifact is judged against, one per arithmetic, and the fp32 noise floor.
 
-Measured (README "Parity tolerances"): fp32 joints do not move because of the network's body
+Measured (docs/judging.md): fp32 joints do not move because of the network's body
 (convolutions change logits by ~1e-5) but because of the soft-argmax: a softmax over D*H*W values
 (32768 for XS/S, 262144 for M/L) whose normaliser and coordinate sums are long fp32 reductions.
 Their rounding scales with the number of terms and the coordinates (up to 31 or 63 px), and it

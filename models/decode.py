@@ -1,6 +1,6 @@
 """From the network's output to what an app draws: image coordinates and root-relative millimetres.
 
-Small on purpose, numpy only: the README's Swift and Kotlin snippets mirror it line by line.
+Small on purpose, numpy only: the Swift and Kotlin snippets of docs/app-integration.md mirror it line by line.
 """
 
 from __future__ import annotations

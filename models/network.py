@@ -107,7 +107,7 @@ class SoftArgmax3D(nn.Module):
     2. sum one axis at a time, 32 (64 for M/L) terms per sum: the x, y and z marginals;
     3. each coordinate is its marginal dotted with the axis index, divided by the total mass last.
 
-    Measured (README "fp16 on the phone"): the softmax + one D*H*W-long matmul it replaces lost the pose in
+    Measured (docs/accelerators.md): the softmax + one D*H*W-long matmul it replaces lost the pose in
     fp16 arithmetic -- probabilities of ~1e-5 are fp16 subnormals and a 32,768-term dot product accumulated in
     fp16 drifts: 27.8 input px (S, LiteRT's GPU accelerator, default fp16) and 29.3 px (XNNPACK fp16 inference
     on an emulated Cortex-A76), the worst joint always the one with the largest coordinates, as an error in

@@ -1,5 +1,5 @@
 """The reliability campaign (`make robustness`): hundreds of bad inputs, kills at any moment, two exports
-at once, a full disk, the same export twice. Prints one table; README "Reliability" holds it.
+at once, a full disk, the same export twice. Prints one table; docs/reliability.md holds it.
 
 Bad inputs run in this process through ``cli.main`` (fast), with a sample re-run as real processes.
 Each must end with its expected exit code, a message naming what is wrong, no traceback, and OUT
@@ -27,7 +27,7 @@ import torch
 
 from common.files import path_digest
 from common.tables import format_table
-from exporters.build.publish import CRASH_AT_ENV
+from exporters.pipeline.publish import CRASH_AT_ENV
 from judging.manifest import MANIFEST_NAME
 from models.network import ConvNeXtPose
 from robustness.corpus import (
@@ -185,7 +185,7 @@ import cli
 from common import quiet
 quiet.configure(False)
 quiet.import_quietly("tensorflow")
-import exporters.build.pipeline
+import exporters.pipeline.export
 out, deadline = Path(sys.argv[1]), time.monotonic() + 120
 while not list(out.parent.glob(f".{out.name}.staging-*")):
     if time.monotonic() > deadline:
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import quiet
 
-    parser = argparse.ArgumentParser(description="The reliability campaign (README 'Reliability').")
+    parser = argparse.ArgumentParser(description="The reliability campaign (docs/reliability.md).")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=20)

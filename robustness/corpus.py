@@ -1,5 +1,5 @@
 """A deterministic corpus of bad inputs: checkpoints, images, export folders and options, each with what
-the command must do with it (README "Reliability").
+the command must do with it (docs/reliability.md).
 
 Everything is generated from a seed into a scratch folder: nothing is downloaded or stored in git.
 A case is one `convnextpose` command line and its expected exit code (2 for a refusal; 0 where the

@@ -88,7 +88,7 @@ def make_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def xs_export(make_ckpt, tmp_path_factory):
     """One end-to-end export of XS for the whole session: (out_dir, checkpoint, ExportResult)."""
-    from exporters.build.pipeline import ExportOptions, run_export
+    from exporters.pipeline.export import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("export") / "XS"
     ckpt = make_ckpt("XS")
@@ -99,7 +99,7 @@ def xs_export(make_ckpt, tmp_path_factory):
 def xs_int8_export(tmp_path_factory):
     """The shipped trained-synthetic XS reference weights (what `make export VARIANT=XS` uses), exported with
     every format: trained-like, single-peaked heatmaps, so integer artifacts are built and judged."""
-    from exporters.build.pipeline import ExportOptions, default_checkpoint, run_export
+    from exporters.pipeline.export import ExportOptions, default_checkpoint, run_export
 
     ckpt = default_checkpoint("XS", 18, 0)
     out = tmp_path_factory.mktemp("int8") / "XS"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "models", "runtimes", "judging", "exporters", "benchmarks", "robustness")
+PACKAGES = ("common", "models", "runtimes", "judging", "exporters", "benchmarks", "cli", "robustness")
 
 
 def _project_modules() -> dict[str, Path]:
-    modules = {"cli": REPO / "cli.py"}
+    modules = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_among_the_project_modules():
     graph = import_graph()
-    assert "exporters.build.pipeline" in graph and "exporters.formats" in graph["exporters.build.pipeline"]
+    assert "exporters.pipeline.export" in graph and "exporters.formats" in graph["exporters.pipeline.export"]
     assert find_cycles(graph) == []
 
 
@@ -102,9 +102,9 @@ def test_no_import_cycle_among_the_project_modules():
 #: that do not import each other. Judging sits below the exporters, so the bench, verify, diagnose and
 #: check-golden can judge without importing anything that builds files.
 ROOMS = ("common", "models", "runtimes", "judging", "exporters.formats",
-         ("exporters.converters", "exporters.app_files"), "exporters.build", "benchmarks", "cli", "robustness")
-#: Rooms that build files: converters, stages, the pipeline, the publisher.
-BUILDERS = ("exporters.converters", "exporters.build")
+         ("exporters.converters", "exporters.app_files"), "exporters.pipeline", "benchmarks", "cli", "robustness")
+#: Rooms that build files: converters, and the export pipeline (stages, the run, the publisher).
+BUILDERS = ("exporters.converters", "exporters.pipeline")
 #: Modules that build single-op models on purpose (the kernel and profile studies) and may use converters.
 BUILDS_ON_PURPOSE = ("benchmarks.kernels", "benchmarks.profile")
 
@@ -164,8 +164,8 @@ def test_the_rules_fail_on_a_judge_that_imports_a_converter_or_the_pipeline():
     assert ("judging.verify", "exporters.converters.to_tflite") in upward_imports(wrong)
     assert "exporters.converters.to_tflite" in judges_that_build(wrong)["judging.verify"]
     # an import that is not upward by room but brings a builder in: the table made to import the stages
-    table = {**graph, "exporters.formats": graph["exporters.formats"] | {"exporters.build.stages"}}
-    assert "exporters.build.stages" in judges_that_build(table)["benchmarks.run"]
+    table = {**graph, "exporters.formats": graph["exporters.formats"] | {"exporters.pipeline.stages"}}
+    assert "exporters.pipeline.stages" in judges_that_build(table)["benchmarks.run"]
     peers = {**graph, "exporters.converters.to_onnx": {"exporters.app_files.metadata"}}
     assert ("exporters.converters.to_onnx", "exporters.app_files.metadata") in upward_imports(peers)
 
@@ -212,6 +212,32 @@ def dummy_format(monkeypatch):
     return row
 
 
+#: The command line's modules that are not commands: the dispatcher, `python -m cli`, shared argument types.
+CLI_HELPERS = ("cli", "cli.__main__", "cli.arguments")
+#: The most lines any module of the command line may hold: a command is its arguments beside its run function.
+CLI_MODULE_MAX_LINES = 150
+
+
+def test_the_command_line_is_one_small_module_per_command():
+    """Each subcommand is one module of cli/ declaring its arguments (``add_to``) beside its ``run``; the
+    dispatcher lists them and adds nothing of its own but -v; no module of the command line grows past
+    CLI_MODULE_MAX_LINES."""
+    import cli
+
+    modules = {name: path for name, path in _project_modules().items() if name.split(".")[0] == "cli"}
+    lines = {name: len(path.read_text().splitlines()) for name, path in modules.items()}
+    assert {name: n for name, n in lines.items() if n > CLI_MODULE_MAX_LINES} == {}
+    commands = sorted(name for name in modules if name not in CLI_HELPERS)
+    assert commands == sorted(c.__name__ for c in cli.COMMANDS)
+    for command in cli.COMMANDS:
+        assert callable(command.add_to) and callable(command.run) and hasattr(command, "PRELOAD"), command.__name__
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert list(sub.choices) == [c.NAME for c in cli.COMMANDS]
+    assert all(sub.choices[c.NAME].get_default("func") is c.run for c in cli.COMMANDS)
+    assert [o for a in parser._actions for o in a.option_strings] == ["-h", "--help", "-v", "--verbose"]
+
+
 def test_a_new_format_row_appears_in_the_cli_help(dummy_format, capsys):
     from cli import main
 
@@ -226,7 +252,7 @@ def test_a_new_format_row_is_exported_verified_benched_and_rechecked(dummy_forma
 
     from benchmarks.latency import LatencySettings
     from benchmarks.run import BenchOptions, run_bench
-    from exporters.build.pipeline import ExportOptions, run_export
+    from exporters.pipeline.export import ExportOptions, run_export
     from judging.manifest import Manifest
     from judging.verify import check_artifacts
     from models.spec import ModelSpec

@@ -1,8 +1,8 @@
-"""Leaves no trace (README "Where the tool writes"): an export, a verify and a bench, run as a user runs them
-with an empty HOME and TMPDIR -- inside a network namespace without network where the machine allows
-it -- leave both empty: no ONNX Runtime device id or telemetry store, no Keras or matplotlib settings,
-no converter's temporary folders. The same after a rejected artifact, a Ctrl-C and a SIGKILL (whose run
-folder the next run removes)."""
+"""Leaves no trace (docs/development.md, "Where the tool writes"): an export, a verify and a bench, run as a user
+runs them with an empty HOME and TMPDIR -- inside a network namespace without network where the machine allows it
+-- leave both empty: no ONNX Runtime device id or telemetry store, no Keras or matplotlib settings, no
+converter's temporary folders. The same after a rejected artifact, a Ctrl-C and a SIGKILL (whose run folder the
+next run removes)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The lock (requirements/lock.txt, README "Dependencies") agrees with pyproject.toml's exact pins, names every
-package with hashes, and is what the venv running the tests holds. Reads files only: no index, no network."""
+"""The lock (requirements/lock.txt; docs/development.md, "Dependencies") agrees with pyproject.toml's exact
+pins, names every package with hashes, and is what the venv running the tests holds. Reads files only: no
+index, no network."""
 
 from __future__ import annotations
 

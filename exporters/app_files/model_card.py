@@ -177,7 +177,7 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
         "",
         "## Files",
         "",
-        f"Each file judged here against PyTorch (README \"Parity tolerances\"): fp32 files against the exact "
+        f"Each file judged here against PyTorch (docs/judging.md): fp32 files against the exact "
         f"reference within 10× this checkpoint's fp32 noise floor; fp16 and integer files by their cost, the p99 "
         f"2-D joint error in input px on {n_judged} {judged['judged_on']} inputs (more where the first ones could "
         "not decide), against a budget, with its 95 % interval (a bootstrap over images -- or photos, their crops "

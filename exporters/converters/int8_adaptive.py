@@ -8,7 +8,7 @@ and taking the ops between one boundary and the next.
 - :func:`sensitivity`: the joint error (p99, input px) of the model with **that layer alone** in int8
   (the rest float), with ai-edge-quantizer's per-op-scope recipes and the ranges of the one
   calibration pass. Per layer, not per op: an op alone is 2-4x more quantisations for no different
-  decision (the float layer keeps all its ops float anyway); measured times in README "Diagnose".
+  decision (the float layer keeps all its ops float anyway); measured times in docs/integer-files.md.
 - :func:`adapt`: when the full-integer recipe misses its budget, keep the k most sensitive layers
   float (k = 1, 2, 4, ...), re-quantise and re-measure, until the cost fits the budget or a limit
   is reached: a quarter of the layers float, or more than MAX_FLOAT_MAC_SHARE of the multiply-accumulates.

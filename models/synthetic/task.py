@@ -30,7 +30,7 @@ class TaskConfig:
     """How hard the task is; the defaults are the task the reference checkpoints are trained on."""
 
     photo_prob: float = 0.25  # background: crop of a photo in data/people, else procedural
-    distractor_prob: float = 0.1  # random shapes (some limb-like) on the background (README: why not more)
+    distractor_prob: float = 0.1  # random shapes (some limb-like) on the background (docs/checkpoints.md: why not more)
     yaw_range: float = 100.0  # degrees either side of facing the camera
     joint_balls: bool = True  # mannequin-style balls at shoulders, elbows, wrists, hips, knees, ankles
 

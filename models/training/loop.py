@@ -98,7 +98,7 @@ def initial_model(spec: ModelSpec, seed: int, init: str) -> ConvNeXtPose:
     return ConvNeXtPose(spec)
 
 
-#: Rendering runs beside training on the same cores and adds to a step (README); with it the estimate
+#: Rendering runs beside training on the same cores and adds to a step (docs/checkpoints.md); with it the estimate
 #: for XS was 10.1 min against a 10.2-min run on the same 2-core machine.
 RENDER_OVERHEAD = 1.4
 

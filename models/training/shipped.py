@@ -5,7 +5,7 @@ network stored in fp16 and no optimizer state -- the released layout otherwise
 (``{'epoch', 'network': module.-prefixed keys, 'synthetic': marker}``), ~2 bytes a parameter.
 ``weights/weights.json`` records each file's sha256 and its accuracy measured on the fp16 weights.
 
-Rebuild (README "Reference weights"):
+Rebuild (docs/checkpoints.md, weights/README.md):
 
     convnextpose make-checkpoint S /tmp/s.pth.tar --trained      # trains (~15 min on 2 cores)
     python -m models.training.shipped S /tmp/s.pth.tar             # fp16 copy + record in weights/
@@ -54,7 +54,7 @@ def shipped_weights(variant: str, joints: int = SHIPPED_JOINTS, seed: int = SHIP
                               "lists them); restore the file from git")
     if file_digest(path) != record["sha256"]:
         raise CheckpointError(f"{path}: sha256 differs from weights/weights.json -- the shipped weights were changed "
-                              "or corrupted; restore them from git or rebuild (README 'Reference weights')")
+                              "or corrupted; restore them from git or rebuild (weights/README.md)")
     return path
 
 

@@ -46,7 +46,7 @@ def test_every_backend_has_a_row_with_an_honest_status(bench):
     assert rows["tflite-fp32"]["ratio_to_tflite_fp32"] == pytest.approx(1.0)
     assert len(rows["tflite-fp16"]["ratio_to_tflite_fp32_per_round"]) == len(rows["tflite-fp16"]["repeats_p50_ms"])
     # the fp32 .mlmodel is always published; the fp16 .mlpackage of these untrained weights costs ~1 px, its
-    # budget, so it ships or not by its p99 over the crops judged (README "The rule at the cap")
+    # budget, so it ships or not by its p99 over the crops judged (docs/judging.md, "The rule at the cap")
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     published = {a["file"].removeprefix("convnextpose-XS") for a in manifest["artifacts"]}
     assert ".mlmodel" in published

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cli import main
-from exporters.build.pipeline import default_checkpoint
+from exporters.pipeline.export import default_checkpoint
 from judging.manifest import MANIFEST_NAME
 from models.checkpoint import load_checkpoint
 

@@ -3,7 +3,7 @@ session's exports and judges it again in a fresh process whose PyTorch is capped
 instruction set (oneDNN's ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) or runs on one thread.
 
 PyTorch computes the references, the fp32 noise floor and the Core ML evaluator's output, and its
-fp32 soft-argmax is what moved between CPUs before (README "Parity tolerances"). ONNX Runtime's MLAS
+fp32 soft-argmax is what moved between CPUs before (docs/judging.md). ONNX Runtime's MLAS
 and XNNPACK choose kernels by CPUID with no run-time cap (only build options), so their side of the
 difference is covered by the noise floor's machine-independent summation orders instead.
 """

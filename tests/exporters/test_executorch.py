@@ -126,7 +126,7 @@ def test_an_xs_export_publishes_its_three_programs_verified_golden_and_benched(t
     from benchmarks.latency import LatencySettings
     from benchmarks.run import BenchOptions, run_bench
     from cli import main
-    from exporters.build.pipeline import ExportOptions, default_checkpoint, run_export
+    from exporters.pipeline.export import ExportOptions, default_checkpoint, run_export
     from judging.verify import check_artifacts
 
     out = tmp_path / "XS"

@@ -16,11 +16,11 @@ import torch
 from cli import main
 from common.errors import ExportError, ManifestError
 from common.files import path_digest
-from exporters.build import pipeline
-from exporters.build.pipeline import ExportOptions, run_export
-from exporters.build.side_stage import can_fork
 from exporters.converters import to_tflite
 from exporters.converters.to_tflite import METADATA_NAME, read_metadata
+from exporters.pipeline import export as pipeline
+from exporters.pipeline.export import ExportOptions, run_export
+from exporters.pipeline.side_stage import can_fork
 from judging.manifest import MANIFEST_NAME
 from judging.verify import check_artifacts
 from models.checkpoint import load_checkpoint
@@ -225,7 +225,7 @@ def test_a_stage_built_beside_the_others_gives_what_an_inline_build_gives(tmp_pa
     the same file, verdict and calibration record as the same stage built inline."""
     import logging
 
-    from exporters.build.pipeline import default_checkpoint
+    from exporters.pipeline.export import default_checkpoint
 
     ckpt = default_checkpoint("XS", 18, 0)  # trained-like: integer artifacts are built for it
     results = {}

@@ -3,7 +3,7 @@
 Every checkpoint here is built by the test itself, in the released layout, never by the code that
 builds the project's own reference weights (models/training) or its untrained ones
 (models/synthetic): torch's default init, a test-local training loop. What must hold on any of them
-(README "Parity tolerances"): every fp32 artifact is published (a correct conversion is never
+(docs/judging.md): every fp32 artifact is published (a correct conversion is never
 rejected for its rounding); an fp16 or integer artifact is published or rejected only for its
 precision cost, with the figures; a real conversion bug is rejected as a conversion error.
 """
@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from cli import main
-from exporters.build import pipeline
+from exporters.pipeline import export as pipeline
 from judging.manifest import MANIFEST_NAME
 from models.network import Block, ConvNeXtPose, DeConv
 from models.preprocessing import normalise

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from exporters.build.pipeline import FAILS_ON_GPU, ExportOptions, default_checkpoint, run_export
+from exporters.pipeline.export import FAILS_ON_GPU, ExportOptions, default_checkpoint, run_export
 from judging.golden import GOLDEN_DIR, GOLDEN_JSON
 from judging.manifest import MANIFEST_NAME
 from judging.on_gpu import ACCELERATOR

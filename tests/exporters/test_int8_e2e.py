@@ -149,7 +149,7 @@ def test_every_reduced_precision_cost_comes_with_its_interval_and_kind(xs_int8_e
 
 @pytest.mark.campaign
 def test_a_borderline_cost_is_judged_on_more_images_and_verify_judges_the_same(xs_int8_export, tmp_path):
-    from exporters.build.pipeline import ExportOptions, run_export
+    from exporters.pipeline.export import ExportOptions, run_export
 
     out, ckpt = xs_int8_export
     manifest = Manifest.read(out)

@@ -241,7 +241,7 @@ def test_export_rejects_every_file_that_fails_on_arm64_and_leaves_out_as_it_was(
     """Every file failing on the emulated cores (a time-out none can meet): nothing published, OUT untouched,
     the reason per file in the error. (Which file fails is not left to this machine's speed.)"""
     from common.errors import ExportError
-    from exporters.build.pipeline import FAILS_ON_ARM64, ExportOptions, default_checkpoint, run_export
+    from exporters.pipeline.export import FAILS_ON_ARM64, ExportOptions, default_checkpoint, run_export
 
     out = tmp_path / "XS"
     with pytest.raises(ExportError) as raised:
@@ -260,8 +260,8 @@ def test_the_fp16_tflite_runs_in_fp16_on_cores_that_have_it_at_about_half_the_in
     fp16accfp16) once it keeps its budget in it on the emulated Cortex-A76; the A53, without FP16 arithmetic,
     runs the same file in fp32 and agrees with this machine within the fp32 tolerance."""
     from benchmarks.arm64 import count_instructions
-    from exporters.build.pipeline import ExportOptions, default_checkpoint, run_export
     from exporters.converters.to_tflite import FP16_ARITHMETIC, reduced_precision
+    from exporters.pipeline.export import ExportOptions, default_checkpoint, run_export
 
     out = tmp_path / "XS"
     run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=default_checkpoint("XS", 18, 0),

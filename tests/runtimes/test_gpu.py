@@ -188,7 +188,7 @@ def test_a_file_the_accelerator_takes_in_part_is_reported_and_refused_by_a_sessi
 def xs_tflite(tmp_path_factory):
     """The shipped XS reference weights exported as ONNX and TFLite (~20-60 s): the golden joints of its
     fp32 and fp16 .tflite on this machine's CPU."""
-    from exporters.build.pipeline import ExportOptions, default_checkpoint, run_export
+    from exporters.pipeline.export import ExportOptions, default_checkpoint, run_export
 
     out = tmp_path_factory.mktemp("gpu-xs") / "XS"
     run_export(ExportOptions(out_dir=out, variant="XS", checkpoint=default_checkpoint("XS", 18, 0),

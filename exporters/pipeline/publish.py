@@ -45,7 +45,7 @@ CRASH_AT_ENV = "CONVNEXTPOSE_CRASH_AT"
 
 
 def crash_point(name: str) -> None:
-    """Test seam: SIGKILL this process at ``name`` when the campaign asks for it (README "Reliability")."""
+    """Test seam: SIGKILL this process at ``name`` when the campaign asks for it (docs/reliability.md)."""
     if os.environ.get(CRASH_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -17,7 +17,6 @@ import onnx
 from common import quiet
 from exporters.app_files import tflite_metadata
 from exporters.app_files.metadata import app_metadata
-from exporters.build.export_run import ExportRun
 from exporters.converters import (
     int8_adaptive,
     to_coreml,
@@ -33,6 +32,7 @@ from exporters.converters.mobile_graph import for_xnnpack
 from exporters.converters.onnx_mobile import for_mobile_providers
 from exporters.converters.simplify import simplify_onnx
 from exporters.formats import EXECUTORCH_COREML, TARGETS, ArtifactKind, ExportFormat, find_kind
+from exporters.pipeline.export_run import ExportRun
 from judging.gates import OVER_BUDGET
 from judging.judged_rows import CALIBRATED
 from judging.manifest import Artifact
@@ -235,7 +235,7 @@ def build_coreml(run: ExportRun, fmt: ExportFormat) -> None:
     traced = to_coreml.trace(run.model, run.contract)  # one trace for every target (0.8 s each for S)
     for kind in fmt.artifacts:
         target = targets[(kind.format, kind.precision)]
-        # compressed packages are for trained weights only (README "Integer artifacts")
+        # compressed packages are for trained weights only (docs/integer-files.md)
         if target.compression and run.skip_untrained(f"coreml {kind.precision}", (kind,)):
             continue
         path = run.path_for(kind)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exporters.build.export_run import ExportRun
 from exporters.formats import ExportFormat
+from exporters.pipeline.export_run import ExportRun
 from judging.manifest import Artifact, Rejection
 
 log = logging.getLogger(__name__)

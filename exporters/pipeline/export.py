@@ -4,7 +4,7 @@ format table (exporters/formats.py), each artifact judged (judging/gates.py).
 Every artifact is written into a private staging folder beside OUT and judged there; those that
 pass, the golden vectors, the model card and the manifest (listing the published and the rejected
 artifacts with their reasons) make the new content of OUT, which replaces the old in one step
-(exporters/build/publish.py). One rejected artifact does not hold back the others. A run that publishes
+(exporters/pipeline/publish.py). One rejected artifact does not hold back the others. A run that publishes
 nothing, fails, is interrupted or killed leaves OUT as it was.
 """
 
@@ -25,13 +25,13 @@ from common.images import list_images, read_rgb
 from common.tables import format_table
 from exporters.app_files import golden, model_card
 from exporters.app_files.metadata import embedded_metadata
-from exporters.build.export_run import ExportOptions, ExportRun
-from exporters.build.publish import check_out, clear_leftovers, new_staging, out_lock, publish
-from exporters.build.side_stage import SideStage, can_fork
-from exporters.build.stages import NOT_BUILT
 from exporters.converters import to_onnx, to_tflite
 from exporters.converters.to_coreml import INPUT_KINDS
 from exporters.formats import ExportFormat, find_kind, get_format, resolve_formats
+from exporters.pipeline.export_run import ExportOptions, ExportRun
+from exporters.pipeline.publish import check_out, clear_leftovers, new_staging, out_lock, publish
+from exporters.pipeline.side_stage import SideStage, can_fork
+from exporters.pipeline.stages import NOT_BUILT
 from judging.cross_isa import judged_golden_rows, verify_on_arm64
 from judging.gates import (
     BORDERLINE,

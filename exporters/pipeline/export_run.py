@@ -1,6 +1,6 @@
 """The state one export shares between its stages, and how a stage verifies what it built.
 
-A stage (exporters/build/stages.py) writes its files into ``run.staging`` and hands each to
+A stage (exporters/pipeline/stages.py) writes its files into ``run.staging`` and hands each to
 :meth:`ExportRun.verify`, which runs it in the runtime its artifact kind names, judges it
 (judging/gates.py), and records it for publishing -- or as rejected, with the figures.
 """
@@ -115,7 +115,7 @@ class ExportRun:
         judged = self.inputs.judged_mask() if judged is None else judged
         verdict = judge(joints, kind.arithmetic, self.references, judged, self.budgets, self.inputs.units())
         if verdict.kind == BORDERLINE:
-            # weights marked untrained: a cost measures random heatmaps (README "Integer artifacts"), no images are
+            # weights marked untrained: a cost measures random heatmaps (docs/integer-files.md), no images are
             # spent refining it (the untrained XS .mlpackage: 66 s of the reference evaluator on 150 more crops)
             if not self.untrained:
                 verdict = self._judge_on_more_images(path.name, session, joints, judged, kind.arithmetic, verdict)
@@ -218,7 +218,7 @@ class ExportRun:
         self.skipped_kinds |= {(k.format, k.precision) for k in kinds}
         marker = self.loaded.synthetic.get("kind")
         self.skipped[what] = (f"the checkpoint is marked '{marker}' (not trained): multi-modal heatmaps make any "
-                              "int8 error figure meaningless (README 'Integer artifacts'); export a trained "
+                              "int8 error figure meaningless (docs/integer-files.md); export a trained "
                               "checkpoint or the trained-synthetic reference")
         log.warning("%s skipped: %s", what, self.skipped[what])
         return True

@@ -1,0 +1,5 @@
+"""`python -m cli`: the `convnextpose` command."""
+
+from cli import run
+
+run()
