@@ -107,6 +107,14 @@ def golden_rows(out_dir: Path, inputs: InputSet) -> tuple[list[int], np.ndarray,
     return rows, np.stack(tensors).astype(np.float32), here
 
 
+def _untampered_export(out_dir: Path, images_dir: Path | None):
+    """The export's manifest (every file its verified bytes, else ManifestError), checkpoint and verification set."""
+    manifest = Manifest.read(out_dir)
+    manifest.refuse_tampered(out_dir)
+    loaded = manifest.load_checkpoint()
+    return manifest, loaded, recorded_inputs(loaded, manifest.verification, images_dir)
+
+
 def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options) -> tuple[Manifest, dict]:
     """Judge every .tflite, .onnx and .ort of the export in ``out_dir`` on each emulated arm64 CPU model, on the
     golden inputs, with the gates of its export; record the verdicts in the manifest (``verified_on``) and
@@ -116,10 +124,7 @@ def check_on_arm64(out_dir: Path, images_dir: Path | None = None, **run_options)
 
     ensure_ready()  # before minutes of work: one line naming `make arm64` if it is not there
     out_dir = Path(out_dir)
-    manifest = Manifest.read(out_dir)
-    manifest.refuse_tampered(out_dir)
-    loaded = manifest.load_checkpoint()
-    inputs = recorded_inputs(loaded, manifest.verification, images_dir)
+    manifest, loaded, inputs = _untampered_export(out_dir, images_dir)
     rows, fed, here = golden_rows(out_dir, inputs)
     refs = References.of(loaded, inputs.images).subset(np.asarray(rows))
     checks = verify_on_arm64(out_dir, manifest.artifacts, fed, refs, judged_golden_rows(manifest, inputs, rows), here,
@@ -139,10 +144,7 @@ def check_on_gpu(out_dir: Path, images_dir: Path | None = None, **run_options) -
 
     ensure_ready()  # one line naming `make gpu` if it is not there
     out_dir = Path(out_dir)
-    manifest = Manifest.read(out_dir)
-    manifest.refuse_tampered(out_dir)
-    loaded = manifest.load_checkpoint()
-    inputs = recorded_inputs(loaded, manifest.verification, images_dir)
+    manifest, loaded, inputs = _untampered_export(out_dir, images_dir)
     golden_at, _, _ = golden_rows(out_dir, inputs)
     rows = gpu_rows(inputs, golden_at)
     fed = inputs.images[rows] if manifest.normalization_folded else normalise(inputs.images[rows])
