@@ -173,6 +173,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _verify_arm64(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmarks.arm64 import BENCH_ARM64_JSON
     from benchmarks.report import BENCH_JSON
     from common.tables import format_table
     from exporters.app_files import model_card
@@ -182,8 +183,9 @@ def _verify_arm64(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     with out_lock(args.out):  # it rewrites the manifest, golden.json and the card: no export may swap OUT meanwhile
         manifest, checks = check_on_arm64(args.out, args.images, timeout_s=args.timeout)
-        bench_json = args.out / BENCH_JSON
-        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None)
+        bench_json, arm64_json = args.out / BENCH_JSON, args.out / BENCH_ARM64_JSON
+        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None,
+                         json.loads(arm64_json.read_text()) if arm64_json.is_file() else None)
     rows = [(file, c.cpu, c.status + (f" ({c.reason.split(':')[0]})" if c.reason else ""), c.headline or "-",
              "-" if c.cross_isa_input_px is None else f"{c.cross_isa_input_px:.3g}",
              "-" if c.seconds is None else f"{c.seconds:.0f}")
@@ -242,10 +244,23 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _bench_arm64(args: argparse.Namespace) -> int:
     from benchmarks import arm64
+    from benchmarks.report import BENCH_JSON
+    from exporters.app_files import model_card
+    from exporters.build.publish import out_lock
+    from judging.manifest import Manifest
+    from runtimes.arm64.target import CPU_MODELS, cpu_model
 
-    rows = arm64.count_instructions(args.out, only=tuple(args.only.split(",")) if args.only else (),
-                                    timeout_s=args.timeout)
-    written = arm64.write_reports(args.out, arm64.report(args.out, rows))
+    only = tuple(args.only.split(",")) if args.only else ()
+    cpus = tuple(cpu_model(name) for name in args.cores.split(",")) if args.cores else CPU_MODELS
+    rows = arm64.count_instructions(args.out, cpus=cpus, only=only, timeout_s=args.timeout,
+                                    caches=not args.no_caches, profile=args.profile)
+    memory = arm64.measure_files_memory(args.out, only)
+    data = arm64.report(args.out, rows, memory)
+    written = arm64.write_reports(args.out, data)
+    bench_json = args.out / BENCH_JSON
+    with out_lock(args.out):  # the card gains the phone costs
+        model_card.write(args.out, Manifest.read(args.out),
+                         json.loads(bench_json.read_text()) if bench_json.is_file() else None, data)
     print(written[1].read_text())
     failed = [f"{r.file} on {r.cpu}: {r.reason}" for r in rows if r.status != "counted"]
     if failed:
@@ -441,9 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.add_argument("--arch", choices=("host", "arm64"), default="host",
                    help="host: latency and parity on this machine (default); arm64: guest instructions per inference "
-                        "of every .tflite/.onnx/.ort on the emulated phone cores (needs `make arm64`; minutes)")
+                        "and before the first result (with and without the runtime's weight cache) of every "
+                        ".tflite/.onnx/.ort on the emulated phone cores, and the memory each needs (measured here) "
+                        "(needs `make arm64`; minutes)")
     p.add_argument("--timeout", type=float, default=_arm64_timeout(), metavar="S",
                    help="arm64: seconds one file may take on one emulated core (default %(default)g)")
+    p.add_argument("--cores", metavar="LIST",
+                   help="arm64: comma list of emulated cores (default: cortex-a55,cortex-a76,cortex-a710,cortex-a53)")
+    p.add_argument("--no-caches", action="store_true",
+                   help="arm64: skip the first frames through the runtimes' weight caches (a third of the time)")
+    p.add_argument("--profile", action="store_true",
+                   help="arm64: also where each TFLite file's inference goes, by XNNPACK kernel (bench_arm64.md)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("diagnose", help="where each artifact departs from PyTorch: error at every boundary of the "
