@@ -151,10 +151,11 @@ def _counted(run: EmulatedRun | EmulationFailed, inferences: int) -> str | None:
 
 def count_instructions(out_dir: Path, cpus: tuple[CpuModel, ...] = CPU_MODELS, only: tuple[str, ...] = (),
                        inferences: int = COUNTED_INFERENCES, timeout_s: float = DEFAULT_TIMEOUT_S,
-                       caches: bool = True, profile: bool = False) -> list[CountRow]:
+                       caches: bool = True, profile: bool = False,
+                       cache_cores: tuple[str, ...] | None = None) -> list[CountRow]:
     """Every .tflite/.onnx/.ort (or ``only`` those) on every core: first frame and ``inferences`` counted
-    inferences; with ``caches`` also the first frame through the runtime's weight cache (written, then read);
-    with ``profile`` where the instructions of LiteRT files go, by symbol."""
+    inferences; with ``caches`` also the first frame through the runtime's weight cache (written, then read),
+    on every core or on ``cache_cores``; with ``profile`` where the instructions of LiteRT files go, by symbol."""
     ensure_ready()
     out_dir = Path(out_dir)
     manifest = Manifest.read(out_dir)
@@ -172,23 +173,27 @@ def count_instructions(out_dir: Path, cpus: tuple[CpuModel, ...] = CPU_MODELS, o
         cache_of = {(a.file, cpu.qemu_cpu): Path(tmp) / f"{Path(a.file).stem}-{cpu.qemu_cpu}{suffix[a.runtime]}"
                     for a, cpu in pairs}
 
+        cached = [(a, cpu) for a, cpu in pairs if caches and (cache_cores is None or cpu.qemu_cpu in cache_cores)]
+
         def cache_jobs(phase: str) -> list[EmulatedJob]:
             return [EmulatedJob(out_dir / a.file, a.runtime, a.layout, cpu, count=True, steady=False,
-                                cache=(cache_of[a.file, cpu.qemu_cpu], phase)) for a, cpu in pairs]
+                                cache=(cache_of[a.file, cpu.qemu_cpu], phase)) for a, cpu in cached]
 
-        writes = cache_jobs("write") if caches else []
-        results = run_jobs(counting + writes, x, timeout_s, describe="arm64 instruction counts")
-        runs, written = results[:len(counting)], results[len(counting):]
-        read = run_jobs(cache_jobs("read"), x[:1], timeout_s, describe="arm64 weight caches") if caches else []
+        results = run_jobs(counting + cache_jobs("write"), x, timeout_s, describe="arm64 instruction counts")
+        runs = results[:len(counting)]
+        written = dict(zip(((a.file, cpu.qemu_cpu) for a, cpu in cached), results[len(counting):]))
+        read = dict(zip(((a.file, cpu.qemu_cpu) for a, cpu in cached),
+                        run_jobs(cache_jobs("read"), x[:1], timeout_s, describe="arm64 weight caches") if cached
+                        else []))
     rows = []
-    for k, ((art, cpu), run) in enumerate(zip(pairs, runs)):
+    for (art, cpu), run in zip(pairs, runs):
         failed = _counted(run, len(x))
         if failed:
             rows.append(CountRow(art.file, art.precision, art.runtime, cpu.qemu_cpu, (), "failed", failed))
             continue
         cache: dict = {}
-        if caches:
-            w, r = written[k], read[k]
+        if (art.file, cpu.qemu_cpu) in written:
+            w, r = written[art.file, cpu.qemu_cpu], read[art.file, cpu.qemu_cpu]
             reasons = [f"{phase}: {why}" for phase, why in (("writing", _counted(w, 0)), ("reading", _counted(r, 0)))
                        if why]
             cache = {"cache_write": None if _counted(w, 0) else w.first_frame.instructions,

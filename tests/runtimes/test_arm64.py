@@ -235,10 +235,11 @@ QDQ = "convnextpose-XS_int8-qdq.onnx"
 
 @pytest.fixture(scope="module")
 def arm64_counts(xs_int8_export):
-    """Three XS files counted on every core, with first frames and weight caches (what `bench --arch arm64` runs)."""
+    """Three XS files counted on every core with their first frames, and through the weight caches on A76 and on
+    A53 (what `bench --arch arm64` runs, the caches on two cores: they do not depend on the core but for A53)."""
     from benchmarks.arm64 import count_instructions
 
-    rows = count_instructions(xs_int8_export[0], only=(FP32, INT8, QDQ))
+    rows = count_instructions(xs_int8_export[0], only=(FP32, INT8, QDQ), cache_cores=("cortex-a76", "cortex-a53"))
     return {(r.file, r.cpu): r for r in rows}
 
 
@@ -252,7 +253,7 @@ def test_the_kernels_each_core_gets_follow_its_instruction_set(arm64_counts):
         assert used <= set(target.cpu_model(cpu).extensions), (file, cpu, row.mix)
     assert arm64_counts[INT8, "cortex-a55"].mix["dot"] > 0 and arm64_counts[INT8, "cortex-a76"].mix["dot"] > 0
     assert arm64_counts[INT8, "cortex-a710"].mix["i8mm"] > 0
-    assert not any(arm64_counts[f, "cortex-a53"].mix.values() for f in (FP32, INT8, QDQ))
+    assert not any(n for f in (FP32, INT8, QDQ) for n in arm64_counts[f, "cortex-a53"].mix.values())
 
 
 @ARM64
@@ -267,7 +268,11 @@ def test_integer_costs_fewer_instructions_than_fp32_on_dot_product_cores(arm64_c
 def test_first_frame_costs_more_than_an_inference_and_the_weight_cache_saves_the_packing(arm64_counts):
     for (file, cpu), row in arm64_counts.items():
         assert row.first_frame > row.per_inference, (file, cpu)  # opening is never free
-        if not file.endswith(".tflite"):
+        if cpu not in ("cortex-a76", "cortex-a53"):
+            assert row.cache_write is None and row.cache_read is None  # not asked for
+            continue
+        if not file.endswith(".tflite"):  # ONNX Runtime's optimized model with pre-packed weights: a shorter start
+            assert row.cache_reason is None and row.cache_read < row.first_frame, (file, cpu, row.cache_reason)
             continue
         if cpu == "cortex-a53":  # LiteRT's CompiledModel runtime (the API with the cache) needs Armv8.1 atomics
             assert row.cache_reason and "lse" in row.cache_reason, row.cache_reason
