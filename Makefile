@@ -56,7 +56,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not e2e and not slow and not campaign and not arm64 and not gpu"
 
 # The emulated phone cores (qemu user mode, an aarch64 Python, the runtimes' arm64 wheels) in
-# artifacts/cache/arm64: once ~40 s, then ~7 s (a self-check). Installs Debian's qemu-user (apt-get, as root).
+# artifacts/cache/arm64: once ~3.5 min (it builds the counting qemu from Debian's source), then a self-check.
+# Installs Debian's qemu-user and build tools (apt-get, as root).
 arm64: install
 	$(BIN)/python -m runtimes.arm64.setup
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.arm64 import BENCH_ARM64_JSON
 from benchmarks.backends import Backend, backends_from_manifest
 from benchmarks.latency import LatencySettings
 from benchmarks.report import BENCH_JSON, write_reports
@@ -225,6 +226,7 @@ def run_bench(options: BenchOptions) -> dict:
         "backends": rows,
     }
     write_json_atomic(bench, out_dir / BENCH_JSON)
-    model_card.write(out_dir, manifest, bench)  # the card gains the latencies
+    arm64_json = out_dir / BENCH_ARM64_JSON  # and keeps the phone costs of an earlier `bench --arch arm64`
+    model_card.write(out_dir, manifest, bench, json.loads(arm64_json.read_text()) if arm64_json.is_file() else None)
     write_reports(bench, out_dir)
     return bench

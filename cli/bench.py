@@ -30,9 +30,17 @@ def add_to(sub) -> None:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two bench.json files")
     p.add_argument("--arch", choices=("host", "arm64"), default="host",
                    help="host: latency and parity on this machine (default); arm64: guest instructions per inference "
-                        "of every .tflite/.onnx/.ort on the emulated phone cores (needs `make arm64`; minutes)")
+                        "and before the first result (with and without the runtime's weight cache) of every "
+                        ".tflite/.onnx/.ort on the emulated phone cores, and the memory each needs (measured here) "
+                        "(needs `make arm64`; minutes)")
     p.add_argument("--timeout", type=float, default=arm64_timeout(), metavar="S",
                    help="arm64: seconds one file may take on one emulated core (default %(default)g)")
+    p.add_argument("--cores", metavar="LIST",
+                   help="arm64: comma list of emulated cores (default: cortex-a55,cortex-a76,cortex-a710,cortex-a53)")
+    p.add_argument("--no-caches", action="store_true",
+                   help="arm64: skip the first frames through the runtimes' weight caches (a third of the time)")
+    p.add_argument("--profile", action="store_true",
+                   help="arm64: also where each TFLite file's inference goes, by XNNPACK kernel (bench_arm64.md)")
     p.set_defaults(func=run)
 
 
@@ -57,11 +65,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _on_arm64(args: argparse.Namespace) -> int:
-    from benchmarks import arm64
+    import json
 
-    rows = arm64.count_instructions(args.out, only=tuple(args.only.split(",")) if args.only else (),
-                                    timeout_s=args.timeout)
-    written = arm64.write_reports(args.out, arm64.report(args.out, rows))
+    from benchmarks import arm64
+    from benchmarks.report import BENCH_JSON
+    from exporters.app_files import model_card
+    from exporters.pipeline.publish import out_lock
+    from judging.manifest import Manifest
+    from runtimes.arm64.target import CPU_MODELS, cpu_model
+
+    only = tuple(args.only.split(",")) if args.only else ()
+    cpus = tuple(cpu_model(name) for name in args.cores.split(",")) if args.cores else CPU_MODELS
+    rows = arm64.count_instructions(args.out, cpus=cpus, only=only, timeout_s=args.timeout,
+                                    caches=not args.no_caches, profile=args.profile)
+    data = arm64.report(args.out, rows, arm64.measure_files_memory(args.out, only))
+    written = arm64.write_reports(args.out, data)
+    bench_json = args.out / BENCH_JSON
+    with out_lock(args.out):  # the card gains the phone costs
+        model_card.write(args.out, Manifest.read(args.out),
+                         json.loads(bench_json.read_text()) if bench_json.is_file() else None, data)
     print(written[1].read_text())
     failed = [f"{r.file} on {r.cpu}: {r.reason}" for r in rows if r.status != "counted"]
     if failed:

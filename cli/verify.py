@@ -65,6 +65,7 @@ def _rewriting_the_record(args: argparse.Namespace, check):
     (no export may swap OUT meanwhile), and write the model card again; returns what ``check`` returned."""
     import torch
 
+    from benchmarks.arm64 import BENCH_ARM64_JSON
     from benchmarks.report import BENCH_JSON
     from exporters.app_files import model_card
     from exporters.pipeline.publish import out_lock
@@ -72,8 +73,9 @@ def _rewriting_the_record(args: argparse.Namespace, check):
     torch.set_num_threads(args.threads)
     with out_lock(args.out):
         manifest, checks = check(args.out, args.images, timeout_s=args.timeout)
-        bench_json = args.out / BENCH_JSON
-        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None)
+        bench_json, arm64_json = args.out / BENCH_JSON, args.out / BENCH_ARM64_JSON
+        model_card.write(args.out, manifest, json.loads(bench_json.read_text()) if bench_json.is_file() else None,
+                         json.loads(arm64_json.read_text()) if arm64_json.is_file() else None)
     return checks
 
 

@@ -25,8 +25,9 @@ from judging.manifest import Artifact, Manifest
 from judging.parity import input_px_errors
 from judging.references import References
 from models.spec import BBOX_3D_DEPTH_MM
+from runtimes.arm64 import target
 from runtimes.arm64.runner import ARM64_RUNTIMES, DEFAULT_TIMEOUT_S, EmulatedJob, EmulationFailed, run_jobs
-from runtimes.arm64.target import CPU_MODELS, CpuModel
+from runtimes.arm64.target import CpuModel
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,14 @@ def cross_isa_distance(joints: np.ndarray, here: np.ndarray, spec) -> tuple[floa
 
 def verify_on_arm64(folder: Path, artifacts: Sequence[Artifact], fed: np.ndarray, refs: References,
                     judged: Callable[[Artifact], np.ndarray], here: dict[str, np.ndarray], budgets: Budgets,
-                    cpus: Sequence[CpuModel] = CPU_MODELS,
+                    cpus: Sequence[CpuModel] | None = None,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, list[CpuCheck]]:
     """Each artifact of ``artifacts`` (files in ``folder``) that an arm64 runtime runs, on every CPU model.
 
     ``fed``: the inputs as the artifacts take them, NCHW (the worker lays them out NHWC where a file wants it);
     ``refs``: the PyTorch references on those inputs; ``judged(art)``: rows its cost is taken over;
-    ``here``: file -> its joints on this machine, same inputs."""
+    ``here``: file -> its joints on this machine, same inputs. ``cpus``: default every model of target.CPU_MODELS."""
+    cpus = target.CPU_MODELS if cpus is None else cpus
     candidates = arm64_candidates(artifacts)
     jobs = [EmulatedJob(folder / a.file, a.runtime, a.layout, cpu) for a in candidates for cpu in cpus]
     results = run_jobs(jobs, fed, timeout_s, describe=f"arm64 ({len(cpus)} CPU models)")

@@ -1,5 +1,6 @@
 """OUT/MODEL_CARD.md: what the exported files are, for whom, and how far to trust them -- generated from
-the manifest (and from bench.json once `convnextpose bench` ran), so every figure is the manifest's."""
+the manifest (and from bench.json / bench_arm64.json once `convnextpose bench [--arch arm64]` ran), so every
+figure is the manifest's or a bench's."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def _arm64_section(manifest: Manifest) -> list[str]:
     if not measured:
         return ["## On the phone's CPU", "",
                 "Not verified on arm64 yet: `make arm64`, then `convnextpose verify OUT --arch arm64` judges every "
-                ".tflite, .onnx and .ort on emulated Cortex-A76 and Cortex-A53 cores and records the result here.", ""]
+                ".tflite, .onnx and .ort on emulated Cortex-A55, A76, A710 and A53 cores and records the result "
+                "here.", ""]
     from judging.golden import cpu_tolerance
 
     rows = []
@@ -121,6 +123,44 @@ def _gpu_section(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _phone_cost_section(arm64: dict | None) -> list[str]:
+    """What each file costs on each emulated core (benchmarks/arm64.py's report), as an app engineer reads it."""
+    if not arm64 or not arm64.get("rows"):
+        return []
+    cores = list(dict.fromkeys(e["cpu"] for e in arm64["rows"]))
+    per: dict[str, dict[str, dict]] = {}
+    for e in arm64["rows"]:
+        per.setdefault(e["file"], {})[e["cpu"]] = e
+    memory = {m["file"]: m for m in arm64.get("memory", {}).get("rows", []) if m.get("status") == "measured"}
+
+    def m(n: float | None) -> str:
+        return "-" if n is None else f"{n / 1e6:.0f}"
+
+    rows = []
+    for file, by_core in per.items():
+        cells = [f"{m(e['instructions'][0] if e['instructions'] else None)} / {m(e.get('first_frame'))} / "
+                 f"{m(e.get('cache_read'))}" if (e := by_core.get(cpu)) else "-" for cpu in cores]
+        mem = memory.get(file)
+        rows.append((f"`{file}`", *cells, "-" if mem is None else f"{mem['first_result_mb']:.0f}"))
+    best = {}
+    for e in arm64["rows"]:
+        if e["instructions"] and (e["cpu"] not in best or e["instructions"][0] < best[e["cpu"]]["instructions"][0]):
+            best[e["cpu"]] = e
+    cost = arm64.get("precision_cost", {})
+    ratios = arm64.get("int8_vs_fp32", {})
+    return ["## Cost on phone cores", "",
+            "`convnextpose bench OUT --arch arm64` (bench_arm64.md): M instructions per inference / from opening the "
+            "file to its first result / the same from the runtime's warm weight cache, on emulated cores (one "
+            "thread: a cost, not phone time); memory: peak resident MB above the imported runtime while opening "
+            "and running the file once, measured on the bench machine (x86-64; bench_arm64.md says where arm64 "
+            "differs).", "",
+            format_table(("file", *cores, "memory MB (x86)"), rows, markdown=True), "",
+            "Cheapest file per core for CPU inference: " + "; ".join(
+                f"{cpu} `{e['file']}` ({cost.get(e['file'], e['precision'])})" for cpu, e in best.items()) + ".",
+            "Integer / fp32 instructions per inference (TFLite): " + "; ".join(
+                f"{cpu} {v['litert']['ratio']:.2f}" for cpu, v in ratios.items() if "litert" in v) + ".", ""]
+
+
 def _accelerator_section(manifest: Manifest) -> list[str]:
     """Where each file runs accelerated, by each runtime's own checker (judging/readiness.py)."""
     from judging.readiness import summary
@@ -137,7 +177,7 @@ def _accelerator_section(manifest: Manifest) -> list[str]:
             format_table(("file", "runs accelerated where"), rows, markdown=True), ""]
 
 
-def render(manifest: Manifest, bench: dict | None = None) -> str:
+def render(manifest: Manifest, bench: dict | None = None, arm64: dict | None = None) -> str:
     spec, inp, out = manifest.spec, manifest.input, manifest.output
     judged = manifest.verification
     n_judged = judged["synthetic"] if judged["judged_on"] == "synthetic" else len(judged["photos"])
@@ -193,6 +233,7 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
         "",
         *_arm64_section(manifest),
         *_gpu_section(manifest),
+        *_phone_cost_section(arm64),
         *_accelerator_section(manifest),
         "## Limitations",
         "",
@@ -214,8 +255,8 @@ def render(manifest: Manifest, bench: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def write(out_dir: Path, manifest: Manifest, bench: dict | None = None) -> Path:
+def write(out_dir: Path, manifest: Manifest, bench: dict | None = None, arm64: dict | None = None) -> Path:
     path = Path(out_dir) / MODEL_CARD
-    text = render(manifest, bench)
+    text = render(manifest, bench, arm64)
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))
     return path

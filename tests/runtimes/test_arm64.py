@@ -1,9 +1,10 @@
-"""The emulated arm64 phone cores (runtimes/arm64, judging/cross_isa.py).
+"""The emulated arm64 phone cores (runtimes/arm64, judging/cross_isa.py, benchmarks/arm64.py).
 
 The first tests need nothing set up: the error a user meets without `make arm64`, and the golden
-tolerance rule. The ``arm64`` ones run the real emulator (`make test-arm64`, CI): an XS export judged
-on both cores, instruction counts that repeat, and the failure paths -- an emulator that dies, one
-that hangs -- each costing only its own file.
+tolerance rule. The ``arm64`` ones run the real emulators (`make test-arm64`, CI): an XS export judged
+on every core; instruction counts that repeat, agree with the former counting emulator, and follow the
+cores' instruction sets (dot product, i8mm, none on A53); first frames and weight caches; memory; and
+the failure paths -- an emulator that dies, one that hangs -- each costing only its own file.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def no_target(monkeypatch, tmp_path):
     """The arm64 target as on a machine where `make arm64` never ran."""
     monkeypatch.setattr(target, "TARGET_RECORD", tmp_path / "missing" / "target.json")
     monkeypatch.setattr(target, "FAST_QEMU", tmp_path / "missing" / "qemu-aarch64")
+    monkeypatch.setattr(target, "COUNTING_QEMU", tmp_path / "missing" / "qemu-count")
     monkeypatch.setattr(target, "ROOT", tmp_path / "missing")
 
 
@@ -97,7 +99,7 @@ def test_cpu_tolerance_follows_the_measurement_within_floor_and_budget():
 
 @pytest.fixture(scope="module")
 def arm64_verified(xs_int8_export, tmp_path_factory):
-    """The shipped XS weights' full export, verified on both emulated cores (a copy: verify writes records)."""
+    """The shipped XS weights' full export, verified on every emulated core (a copy: verify writes records)."""
     from judging.verify import check_on_arm64
 
     out = tmp_path_factory.mktemp("arm64") / "XS"
@@ -108,7 +110,7 @@ def arm64_verified(xs_int8_export, tmp_path_factory):
 
 
 @ARM64
-def test_every_tflite_onnx_and_ort_passes_on_both_cores_and_is_recorded(arm64_verified):
+def test_every_tflite_onnx_and_ort_passes_on_every_core_and_is_recorded(arm64_verified):
     out, before, manifest, checks = arm64_verified
     expected = {a.file for a in manifest.artifacts if a.file.endswith((".tflite", ".onnx", ".ort"))}
     assert set(checks) == expected and len(expected) == 10
@@ -158,26 +160,11 @@ def _golden_input(out: Path) -> np.ndarray:
     return first_golden_input(out)
 
 
-@ARM64
-def test_instruction_counts_repeat_between_runs(xs_int8_export):
-    from runtimes.arm64.runner import run_jobs
-
-    out = xs_int8_export[0]
-    names = ["convnextpose-XS_int8-w8a8-mixed.tflite", "convnextpose-XS_int8-qdq.onnx"]
-    cpu = target.CPU_MODELS[0]
-    x = _golden_input(out)
-    first, second = (run_jobs(_jobs(out, names, cpu, count=True), x) for _ in range(2))
-    for a, b in zip(first, second):
-        assert len(a.instructions) == 1 and a.instructions[0] > 10_000_000
-        assert abs(a.instructions[0] - b.instructions[0]) <= 1e-3 * a.instructions[0], (a.job.name, a.instructions,
-                                                                                           b.instructions)
-        assert np.array_equal(a.outputs, b.outputs)  # and the emulated kernels compute the same bits
-
-
 def _core_without_cpuinfo(tmp_path: Path):
     """A Cortex-A53 root whose /proc/cpuinfo went missing: the host's x86 one shows through, and ONNX Runtime
-    dies at import under the counting emulator (qemu 7.2; toolchain note) -- a real emulator death, not a mock."""
-    good = target.CPU_MODELS[1]
+    dies at import under qemu 7.2 (the cross-check emulator; qemu 10 writes its own /proc/cpuinfo; toolchain
+    note) -- a real emulator death, not a mock."""
+    good = target.cpu_model("cortex-a53")
     root = tmp_path / "a53-without-cpuinfo"
     root.mkdir()
     for entry in good.root().iterdir():
@@ -191,8 +178,9 @@ def test_an_emulator_that_dies_fails_its_file_only(xs_int8_export, tmp_path):
     from runtimes.arm64.runner import EmulatedRun, EmulationFailed, run_jobs
 
     out = xs_int8_export[0]
-    jobs = [*_jobs(out, ["convnextpose-XS_int8-qdq.onnx"], _core_without_cpuinfo(tmp_path), count=True),
-            *_jobs(out, ["convnextpose-XS_int8-w8a8-mixed.tflite"], target.CPU_MODELS[1], count=True)]
+    dying = [replace(j, emulator="cross-check") for j in
+             _jobs(out, ["convnextpose-XS_int8-qdq.onnx"], _core_without_cpuinfo(tmp_path), count=True)]
+    jobs = [*dying, *_jobs(out, ["convnextpose-XS_int8-w8a8-mixed.tflite"], target.cpu_model("cortex-a53"), count=True)]
     dead, alive = run_jobs(jobs, _golden_input(out), timeout_s=300)
     assert isinstance(dead, EmulationFailed), "ONNX Runtime no longer dies here: pick another way to kill it"
     assert "convnextpose-XS_int8-qdq.onnx on cortex-a53: the emulator died of SIG" in str(dead)
@@ -276,10 +264,107 @@ def test_the_fp16_tflite_runs_in_fp16_on_cores_that_have_it_at_about_half_the_in
     assert all(r["status"] == "passed" for r in on.values()), on
     fp32_tolerance = golden.fp32_tolerance_input_px(manifest)
     assert on["cortex-a53"]["cross_isa_input_px"] <= fp32_tolerance < on[target.FP16_CORE]["cross_isa_input_px"]
-    counts = {(r.file, r.cpu): r.per_inference for r in count_instructions(out)}
     a76, a53 = target.FP16_CORE, "cortex-a53"
+    rows = count_instructions(out, cpus=(target.cpu_model(a76), target.cpu_model(a53)), caches=False)
+    counts = {(r.file, r.cpu): r.per_inference for r in rows}
+    assert next(r for r in rows if (r.file, r.cpu) == (fp16.file, a76)).mix["fp16"] > 0  # fp16 arithmetic ran
     for cpu in (a76, a53):
         print(f"{cpu}: fp32 {counts[fp32.file, cpu] / 1e6:.1f} M, fp16 {counts[fp16.file, cpu] / 1e6:.1f} M "
               "instructions per inference")
     assert counts[fp16.file, a76] <= 0.6 * counts[fp32.file, a76]
     assert counts[fp16.file, a53] >= 0.9 * counts[fp32.file, a53]  # no FP16 arithmetic: the fp32 path
+
+
+# ---- what a file costs on each core (benchmarks/arm64.py) ----------------------------------------------
+
+FP32, INT8 = "convnextpose-XS_fp32.tflite", "convnextpose-XS_int8-w8a8-mixed.tflite"
+QDQ = "convnextpose-XS_int8-qdq.onnx"
+
+
+@pytest.fixture(scope="module")
+def arm64_counts(xs_int8_export):
+    """Three XS files counted on every core with their first frames, and through the weight caches on A76 and on
+    A53 (what `bench --arch arm64` runs, the caches on two cores: they do not depend on the core but for A53)."""
+    from benchmarks.arm64 import count_instructions
+
+    rows = count_instructions(xs_int8_export[0], only=(FP32, INT8, QDQ), cache_cores=("cortex-a76", "cortex-a53"))
+    return {(r.file, r.cpu): r for r in rows}
+
+
+@ARM64
+def test_the_kernels_each_core_gets_follow_its_instruction_set(arm64_counts):
+    """A core executes only the instruction classes it has; integer TFLite uses the dot product on A55/A76 and
+    int8 matrix multiply on A710; the 2012 A53 gets neither (and no FP16 arithmetic: fp16 files run in fp32)."""
+    for (file, cpu), row in arm64_counts.items():
+        assert row.status == "counted", row.reason
+        used = {k for k, v in row.mix.items() if v}
+        assert used <= set(target.cpu_model(cpu).extensions), (file, cpu, row.mix)
+    assert arm64_counts[INT8, "cortex-a55"].mix["dot"] > 0 and arm64_counts[INT8, "cortex-a76"].mix["dot"] > 0
+    assert arm64_counts[INT8, "cortex-a710"].mix["i8mm"] > 0
+    assert not any(n for f in (FP32, INT8, QDQ) for n in arm64_counts[f, "cortex-a53"].mix.values())
+
+
+@ARM64
+def test_integer_costs_fewer_instructions_than_fp32_on_dot_product_cores(arm64_counts):
+    for cpu in target.CPU_MODELS:
+        if "dot" in cpu.extensions:
+            fp32, int8 = arm64_counts[FP32, cpu.qemu_cpu], arm64_counts[INT8, cpu.qemu_cpu]
+            assert int8.per_inference < 0.6 * fp32.per_inference, (cpu.qemu_cpu, int8.per_inference, fp32.per_inference)
+
+
+@ARM64
+def test_first_frame_costs_more_than_an_inference_and_the_weight_cache_saves_the_packing(arm64_counts):
+    for (file, cpu), row in arm64_counts.items():
+        assert row.first_frame > row.per_inference, (file, cpu)  # opening is never free
+        if cpu not in ("cortex-a76", "cortex-a53"):
+            assert row.cache_write is None and row.cache_read is None  # not asked for
+            continue
+        if not file.endswith(".tflite"):  # ONNX Runtime's optimized model with pre-packed weights: a shorter start
+            assert row.cache_reason is None and row.cache_read < row.first_frame, (file, cpu, row.cache_reason)
+            continue
+        if cpu == "cortex-a53":  # LiteRT's CompiledModel runtime (the API with the cache) needs Armv8.1 atomics
+            assert row.cache_reason and "lse" in row.cache_reason, row.cache_reason
+        else:  # XNNPACK's cache: written once, then the packed weights are read back instead of packed again
+            assert row.cache_reason is None, row.cache_reason
+            assert row.cache_read < row.first_frame and row.cache_read < row.cache_write, (file, cpu)
+
+
+@ARM64
+def test_counts_repeat_and_agree_with_the_former_counting_emulator(arm64_counts, xs_int8_export):
+    """Two runs on the new cores agree within 0.1 % (first frames too); qemu 7.2 (the emulator the older A76/A53
+    figures came from) counts the same file within 0.1 % of qemu 10."""
+    from runtimes.arm64.runner import run_jobs
+
+    out = xs_int8_export[0]
+    x = _golden_input(out)
+    jobs = [*(j for cpu in ("cortex-a55", "cortex-a710") for j in _jobs(out, [INT8, QDQ], target.cpu_model(cpu), True)),
+            *(replace(j, emulator="cross-check") for j in _jobs(out, [INT8], target.cpu_model("cortex-a76"), True))]
+    for job, again in zip(jobs, run_jobs(jobs, x)):
+        before = arm64_counts[job.artifact.name, job.cpu.qemu_cpu]
+        assert len(again.instructions) == 1 and again.instructions[0] > 10_000_000
+        assert abs(again.instructions[0] - before.instructions[0]) <= 1e-3 * before.instructions[0], job.name
+        assert abs(again.first_frame.instructions - before.first_frame) <= 1e-3 * before.first_frame, job.name
+    assert "qemu 7.2" in again.runtime, again.runtime
+
+
+@ARM64
+def test_memory_follows_the_weights_and_the_report_has_every_figure(arm64_counts, xs_int8_export, tmp_path):
+    """Integer files need less memory than fp32 ones in either runtime; bench_arm64.md and the model card carry
+    instructions, first frames, kernels, memory and the cheapest file of every core."""
+    from benchmarks import arm64
+    from exporters.app_files import model_card
+
+    out = tmp_path / "XS"
+    shutil.copytree(xs_int8_export[0], out)
+    memory = {m.file: m for m in arm64.measure_files_memory(out, (FP32, INT8, QDQ, "convnextpose-XS.sim.onnx"))}
+    assert all(m.status == "measured" and m.first_result_mb > 0 for m in memory.values()), memory
+    assert memory[INT8].first_result_mb < memory[FP32].first_result_mb
+    assert memory[QDQ].first_result_mb < memory["convnextpose-XS.sim.onnx"].first_result_mb
+    data = arm64.report(out, list(arm64_counts.values()), list(memory.values()))
+    md = arm64.write_reports(out, data)[1].read_text()
+    for words in ("Before the first frame", "Kernels each core gets", "Memory", "x86-64", "Cheapest file per core",
+                  *(c.qemu_cpu for c in target.CPU_MODELS)):
+        assert words in md
+    assert set(data["int8_vs_fp32"]) == {c.qemu_cpu for c in target.CPU_MODELS}
+    card = model_card.render(Manifest.read(out), None, data)
+    assert "## Cost on phone cores" in card and "cortex-a710" in card
