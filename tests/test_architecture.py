@@ -184,11 +184,13 @@ def _product_sources() -> dict[str, str]:
 def test_each_runtime_is_opened_in_one_place(needle, home):
     """Product code opens ORT, TFLite and Core ML (or its reference evaluator) in one module each -- and the
     arm64 worker, which runs inside the emulated Python where none of the project can be imported, opens the
-    two runtimes it has with the same options (runtimes/arm64/worker.py). LiteRT's GPU accelerator (its
-    CompiledModel API) is opened in the GPU worker process only."""
+    runtimes it has with the same options (runtimes/arm64/worker.py; LiteRT's CompiledModel there for its
+    XNNPACK weight cache). LiteRT's GPU accelerator (its CompiledModel API) is opened in the GPU worker process
+    only."""
     users = sorted(path for path, text in _product_sources().items()
                    if needle in text and not path.startswith("runtimes/coreml_reference/"))
-    emulated = ["runtimes/arm64/worker.py"] if home in ("runtimes/onnxrt.py", "runtimes/litert.py") else []
+    emulated = ["runtimes/arm64/worker.py"] if home in ("runtimes/onnxrt.py", "runtimes/litert.py",
+                                                        "runtimes/gpu/worker.py") else []
     assert users == sorted([home, *emulated])
 
 
