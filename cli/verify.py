@@ -21,7 +21,7 @@ def add_to(sub) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads of every runtime and of PyTorch (default 2)")
     p.add_argument("--arch", choices=("host", "arm64"), default="host",
                    help="host: this machine (default); arm64: every .tflite/.onnx/.ort on the emulated phone cores "
-                        "(Cortex-A76, Cortex-A53; one thread, golden inputs; needs `make arm64`), recorded in the "
+                        "(Cortex-A55, A76, A710, A53; one thread, golden inputs; needs `make arm64`), recorded in the "
                         "manifest and golden.json")
     p.add_argument("--gpu", action="store_true",
                    help="every .tflite on LiteRT's GPU accelerator with its default fp16 options (a software Vulkan "
