@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +112,6 @@ def _check(art: Artifact, result, refs: References, judged: np.ndarray, here: np
 
 def with_gpu_checks(art: Artifact, check: GpuCheck | None) -> Artifact:
     """``art`` with its GPU record replaced by ``check`` (the other records kept)."""
-    from dataclasses import replace
-
     if check is None:
         return art
     kept = [r for r in art.verified_on if r.get("accelerator") != ACCELERATOR]
