@@ -23,9 +23,10 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from models.folding import fold_batchnorm
-from models.network import Block, ConvNeXtPose
+from models.network import Block, ConvNeXtPose, SoftArgmax3D
 
 _K = 7  # the kernel this rewrite is for
 SPLIT_DEPTHWISE_7X7 = ("7x7 depthwise conv -> dilated 4x5 + 3x7 + 4x2 depthwise convs, the 49 taps in XNNPACK's "
@@ -65,3 +66,47 @@ def for_xnnpack(model: ConvNeXtPose) -> tuple[ConvNeXtPose, list[str]]:
         conv = fold_batchnorm(block.dwconv, block.norm) if isinstance(block.norm, nn.BatchNorm2d) else block.dwconv
         block.dwconv, block.norm = SplitDepthwise7x7(conv), nn.Identity()
     return mobile, [f"{SPLIT_DEPTHWISE_7X7}: {len(blocks)} blocks"] if blocks else []
+
+
+#: The soft-argmax as ExecuTorch's XNNPACK partitioner takes it (executorch 1.5.1 delegates neither aten.amax nor
+#: aten.sum.dim_IntList: they split the program into 5 delegated subgraphs with the reductions in portable
+#: kernels between them). The same sums as products with constant vectors of ones (linear), the maximum as two
+#: max-pools: one delegated subgraph, the same function (tests/exporters/test_mobile_graph.py).
+LINEAR_TAIL = "soft-argmax sums as linear products with ones, its maximum as max-pools (ExecuTorch's XNNPACK delegate)"
+
+
+class LinearSoftArgmax(nn.Module):
+    """models.network.SoftArgmax3D with every sum a ``linear`` with ones and the maximum two max-pools."""
+
+    def __init__(self, tail: SoftArgmax3D) -> None:
+        super().__init__()
+        self.joints, self.heatmap_shape = tail.joints, tail.heatmap_shape
+        d, h, w = tail.heatmap_shape
+        for name, n in (("ones_w", w), ("ones_h", h), ("ones_d", d)):
+            self.register_buffer(name, torch.ones(1, n), persistent=False)
+        for k, name in enumerate(("index_x", "index_y", "index_z")):
+            self.register_buffer(name, getattr(tail, name)[None].clone(), persistent=False)
+            self.register_buffer(f"unit_{name[-1]}", torch.eye(3)[k], persistent=False)  # where it lands in (x, y, z)
+
+    def forward(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        d, h, w = self.heatmap_shape
+        n, j = heatmaps.shape[0], self.joints
+        peak = F.max_pool2d(F.max_pool2d(heatmaps, (h, w)).reshape(n, j, d, 1), (d, 1))  # (N, J, 1, 1)
+        mass = torch.exp(heatmaps.reshape(n, j, d, h * w) - peak).reshape(n, j * d, h, w)
+        over_w = F.linear(mass, self.ones_w).reshape(n, j * d, h)
+        over_h = F.linear(mass.transpose(2, 3), self.ones_h).reshape(n, j * d, w)
+        marginal_y = F.linear(over_w.reshape(n, j, d, h).transpose(2, 3), self.ones_d).reshape(n, j, h)
+        marginal_x = F.linear(over_h.reshape(n, j, d, w).transpose(2, 3), self.ones_d).reshape(n, j, w)
+        marginal_z = F.linear(over_w, self.ones_h).reshape(n, j, d)
+        total = F.linear(marginal_z, self.ones_d)  # (N, J, 1)
+        # the three coordinates put in place by products with unit vectors, not a cat: the PT2E quantizer annotates
+        # a cat's inputs whatever its filter, and int8 coordinate sums before the division cost 6.4 px (XS, measured)
+        return (F.linear(marginal_x, self.index_x) * self.unit_x + F.linear(marginal_y, self.index_y) * self.unit_y
+                + F.linear(marginal_z, self.index_z) * self.unit_z) / total
+
+
+def for_executorch(model: ConvNeXtPose) -> tuple[ConvNeXtPose, list[str]]:
+    """``for_xnnpack`` and the soft-argmax as ExecuTorch's XNNPACK delegate takes it (LinearSoftArgmax)."""
+    mobile, rewrites = for_xnnpack(model)
+    mobile.soft_argmax = LinearSoftArgmax(mobile.soft_argmax)
+    return mobile, [*rewrites, LINEAR_TAIL]

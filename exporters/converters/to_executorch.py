@@ -3,8 +3,9 @@
 ``torch.export`` captures the network (normalisation folded, as every artifact takes it), a partitioner
 lowers what its backend takes into the delegate, and the program is serialised. For ConvNeXtPose
 every operator is delegated in one subgraph (measured, executorch 1.5.1: convolution, ReLU, add,
-bilinear upsampling, softmax, mm, view); ``delegation`` records what was and was not, so an operator
-that falls out of the delegate is named rather than silently slow.
+bilinear upsampling, and the soft-argmax as mobile_graph.LinearSoftArgmax writes it: max-pool, exp, linear,
+permute, view, cat, div); ``delegation`` records what was and was not, so an operator that falls out of the
+delegate is named rather than silently slow.
 Int8: the XNNPACK quantizer's symmetric config (per-channel int8 weights, int8 activations),
 observers calibrated on the export's calibration set, then lowered like fp32.
 Core ML: the delegate's payload is an ML Program (.mlpackage) that Core ML compiles on the device;
@@ -84,12 +85,17 @@ def export_int8(model: nn.Module, calibration: np.ndarray, out: Path) -> dict:
     (N, 3, S, S), the tensors the artifacts take."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
+        get_module_name_filter,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+    # the soft-argmax stays float, as in every integer file (its sums of exponentials do not survive int8): only
+    # nodes outside it are annotated (the quantizer takes no None config for a module name)
+    in_tail = get_module_name_filter("soft_argmax")
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_filter_function(lambda node: not in_tail(node))
     with torch.no_grad():
         prepared = prepare_pt2e(_export(model.eval(), example).module(), quantizer)
         for x in calibration:

@@ -18,7 +18,7 @@ from common.files import path_digest
 from exporters.converters.calibration import CalibrationChoice
 from exporters.formats import ArtifactKind
 from judging.cross_isa import host_record
-from judging.gates import BORDERLINE, Budgets, Verdict, judge, settle_borderline
+from judging.gates import BORDERLINE, CONVERSION_ERROR, OVER_BUDGET, Budgets, Verdict, judge, settle_borderline
 from judging.inputs import InputSet, more_judged_images, most_judged_rows
 from judging.manifest import Artifact, Rejection
 from judging.more_images import MAX_JUDGED_IMAGES, judge_until_decided
@@ -128,7 +128,11 @@ class ExportRun:
         accumulated = self._fp16_accumulation(path, kind, judged) if kind.runtime == "coreml" and not self.untrained \
             else None
         if accumulated is not None and not accumulated.published:
-            self.reject(kind, accumulated.reason, f"{UNDER_FP16_ACCUMULATION}: {accumulated.describe()}",
+            # non-finite joints there are a sum that overflowed fp16 (flat, untrained-like heatmaps): the precision's
+            # cost, not the conversion's (the file computes correctly in fp32 and in fp16 tensors)
+            reason = accumulated.reason if accumulated.reason != f"{CONVERSION_ERROR}: non-finite outputs" else \
+                OVER_BUDGET
+            self.reject(kind, reason, f"{UNDER_FP16_ACCUMULATION}: {accumulated.describe() or 'non-finite joints'}",
                         record | {"fp16_accumulation": accumulated.to_dict()})
             return None
         size, sha = path_digest(path)

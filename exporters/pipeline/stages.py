@@ -28,7 +28,7 @@ from exporters.converters import (
     to_tflite_int8,
 )
 from exporters.converters.calibration import CalibrationChoice, choose_calibration
-from exporters.converters.mobile_graph import for_xnnpack
+from exporters.converters.mobile_graph import for_executorch, for_xnnpack
 from exporters.converters.onnx_mobile import for_mobile_providers
 from exporters.converters.simplify import simplify_onnx
 from exporters.formats import EXECUTORCH_COREML, TARGETS, ArtifactKind, ExportFormat, find_kind
@@ -254,7 +254,7 @@ def build_executorch(run: ExportRun, fmt: ExportFormat) -> None:
     example = torch.from_numpy(run.artifact_inputs[:1].astype(np.float32))
     # XNNPACK has no fast 7x7 depthwise kernel, whoever calls it: the same exact split as the TFLite graph
     # (S, 2 threads: fp32 34.8 -> 20.9 ms, int8 42.2 -> 10.4 ms per image in ExecuTorch's runtime)
-    model, rewrites = for_xnnpack(run.model)
+    model, rewrites = for_executorch(run.model)
     path = run.path_for(fp32_kind)
     details = {**to_executorch.export_fp32(model, example, path), "graph_rewrites": rewrites}
     _name_undelegated(path.name, details["delegation"])

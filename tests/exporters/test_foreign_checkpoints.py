@@ -217,7 +217,7 @@ def test_a_photo_judged_borderline_cost_is_judged_on_more_crops_of_its_judged_ph
     first = _records(tmp_path / "first")["int8-qdq"]
     interval, n_first = first["cost_interval"], first["cost"]["n_inputs"]
     assert n_first < 7, first  # a few photo crops: those of the photos that did not calibrate
-    assert interval["unit"] == "photos" and interval["units"] < n_first  # input.jpg's three crops are one photo
+    assert interval["unit"] == "photos" and interval["units"] <= n_first  # a wide photo's crops are one photo
     budget = (first["cost"]["p99_input_px"] + interval["high_input_px"]) / 2  # p99 within, interval straddling
     assert interval["low_input_px"] < budget < interval["high_input_px"]
     pipeline.run_export(pipeline.ExportOptions(out_dir=tmp_path / "again", variant="XS", checkpoint=ckpt,

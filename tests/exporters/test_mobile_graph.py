@@ -57,3 +57,13 @@ def test_profile_cuts_the_exported_graph_into_a_chain(xs_export):
     assert segments[0].input == "image"
     for before, after in zip(segments, segments[1:]):
         assert after.input == before.output
+
+
+def test_the_executorch_soft_argmax_computes_the_same_joints(tiny_spec):
+    """mobile_graph.LinearSoftArgmax: sums as products with ones, the maximum as two max-pools: the same function."""
+    from exporters.converters.mobile_graph import LinearSoftArgmax
+    from models.network import SoftArgmax3D
+
+    tail = SoftArgmax3D(tiny_spec)
+    logits = torch.randn(2, tiny_spec.output_channels, tiny_spec.heatmap_size, tiny_spec.heatmap_size) * 4
+    torch.testing.assert_close(LinearSoftArgmax(tail)(logits), tail(logits), atol=1e-5, rtol=1e-5)
