@@ -105,7 +105,12 @@ class SoftArgmax3D(nn.Module):
 
     1. subtract each joint's largest logit and exponentiate: values in (0, 1], 1 at the peak;
     2. sum one axis at a time, 32 (64 for M/L) terms per sum: the x, y and z marginals;
-    3. each coordinate is its marginal dotted with the axis index, divided by the total mass last.
+    3. each marginal is divided by the total mass (probabilities, each <= 1), then dotted with the axis index.
+
+    Normalising before the dot keeps every intermediate small: a coordinate sum is at most the axis length,
+    the total at most D*H*W (32,768 for XS/S, within fp16's 65,504). Dividing last instead overflowed fp16 on
+    flat heatmaps (an untrained checkpoint, a joint the network has no idea about): the index-weighted sum of
+    a flat 32^3 heatmap is ~500,000, so fp16 Core ML programs returned inf (measured on untrained S and M).
 
     Measured (docs/accelerators.md): the softmax + one D*H*W-long matmul it replaces lost the pose in
     fp16 arithmetic -- probabilities of ~1e-5 are fp16 subnormals and a 32,768-term dot product accumulated in
@@ -148,9 +153,10 @@ class SoftArgmax3D(nn.Module):
         marginal_x = between(over_h.reshape(n, j, d, w).sum(dim=2))  # (N, J, W)
         marginal_z = between(over_w.sum(dim=2)).reshape(n, j, d)  # (N, J, D)
         total = between(marginal_z.sum(dim=2, keepdim=True))  # (N, J, 1)
-        coordinates = [between((between(marginal * index)).sum(dim=2, keepdim=True)) for marginal, index in
+        coordinates = [between(between(between(marginal / total) * index).sum(dim=2, keepdim=True))
+                       for marginal, index in
                        ((marginal_x, self.index_x), (marginal_y, self.index_y), (marginal_z, self.index_z))]
-        return between(torch.cat(coordinates, dim=2) / total)
+        return torch.cat(coordinates, dim=2)
 
 
 class ConvNeXtPose(nn.Module):

@@ -99,6 +99,7 @@ class LinearSoftArgmax(nn.Module):
         marginal_x = F.linear(over_h.reshape(n, j, d, w).transpose(2, 3), self.ones_d).reshape(n, j, w)
         marginal_z = F.linear(over_w, self.ones_h).reshape(n, j, d)
         total = F.linear(marginal_z, self.ones_d)  # (N, J, 1)
+        # dividing last (unlike SoftArgmax3D) is safe here: ExecuTorch's XNNPACK programs compute in fp32.
         # the three coordinates put in place by products with unit vectors, not a cat: the PT2E quantizer annotates
         # a cat's inputs whatever its filter, and int8 coordinate sums before the division cost 6.4 px (XS, measured)
         return (F.linear(marginal_x, self.index_x) * self.unit_x + F.linear(marginal_y, self.index_y) * self.unit_y
