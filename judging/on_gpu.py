@@ -10,7 +10,7 @@ set and the golden inputs, fed as the exact tensors an app's test feeds.
 
 Measured (shipped XS reference weights, 4 golden inputs, Mesa 25.0.7 lavapipe): with the softmax + one
 32,768-long matmul tail both float files were 32.9 input px from this machine's joints; with the per-axis
-marginal tail (models/network.SoftArgmax3D) 0.28 px (fp32 file) and 0.30 px (fp16 file), every op on the GPU.
+marginal tail (models/network.SoftArgmax3D) 0.27 px (fp32 file) and 0.29 px (fp16 file), every op on the GPU.
 """
 
 from __future__ import annotations
