@@ -237,7 +237,12 @@ def precision_cost(art: Artifact | None) -> str:
         return f"fp32: {v['conversion']['max_input_px']:.2g} input px from PyTorch"
     cost = v.get("cost") or {}
     p99 = cost.get("p99_input_px", float("nan"))
-    return f"{art.precision}: p99 {p99:.2g} input px (budget {v['budget_input_px']:g})"
+    text = f"{art.precision}: p99 {p99:.2g} input px (budget {v['budget_input_px']:g})"
+    tagged = (art.details or {}).get("fp16_arithmetic") or {}
+    on_core = ((tagged.get("judged_on") or {}).get("verdict") or {}).get("cost") or {}
+    if on_core.get("p99_input_px") is not None:  # cores with FP16 arithmetic compute a tagged file in fp16
+        text += f"; p99 {on_core['p99_input_px']:.2g} in fp16 arithmetic ({tagged['judged_on']['cpu']})"
+    return text
 
 
 def report(out_dir: Path, rows: list[CountRow], memory: list[MemoryRow] | None = None) -> dict:
