@@ -108,7 +108,8 @@ class SoftArgmax3D(nn.Module):
     3. each marginal is divided by the total mass (probabilities, each <= 1), then dotted with the axis index.
 
     Normalising before the dot keeps every intermediate small: a coordinate sum is at most the axis length,
-    the total at most D*H*W (32,768 for XS/S, within fp16's 65,504). Dividing last instead overflowed fp16 on
+    the total at most D*H*W (32,768 for XS/S, within fp16's 65,504; M/L's 64^3 only on a near-flat heatmap,
+    whose total becomes inf and its joint 0: finite, and over budget). Dividing last instead overflowed fp16 on
     flat heatmaps (an untrained checkpoint, a joint the network has no idea about): the index-weighted sum of
     a flat 32^3 heatmap is ~500,000, so fp16 Core ML programs returned inf (measured on untrained S and M).
 
