@@ -23,6 +23,7 @@ import json
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -285,59 +286,51 @@ def _m(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}"
 
 
+def _file_by_core_table(data: dict, cell: Callable[[dict | None], str]) -> str:
+    """One row per file, one column per core; ``cell`` formats a (file, core) row of ``data`` or None."""
+    cores = _cores(data)
+    rows = [(file, *(cell(per.get(cpu)) for cpu in cores)) for file, per in _by_file(data).items()]
+    return format_table(("file", *cores), rows)
+
+
+def _instructions_cell(e: dict | None) -> str:
+    if e is None:
+        return ""
+    if e["status"] != "counted":
+        return f"failed: {e['reason']}"
+    return f"{e['m_instructions']:.1f} ({_cell(e['vs_tflite_fp32'], '.2f')})"
+
+
 def tables(data: dict) -> str:
     """M instructions per inference, file x core, with the ratio to TFLite fp32 on that core."""
-    cores = _cores(data)
-    rows = []
-    for file, per in _by_file(data).items():
-        cells = []
-        for cpu in cores:
-            e = per.get(cpu)
-            if e is None:
-                cells.append("")
-            elif e["status"] != "counted":
-                cells.append(f"failed: {e['reason']}")
-            else:
-                cells.append(f"{e['m_instructions']:.1f} ({_cell(e['vs_tflite_fp32'], '.2f')})")
-        rows.append((file, *cells))
-    return format_table(("file", *cores), rows)
+    return _file_by_core_table(data, _instructions_cell)
+
+
+def _first_frame_cell(e: dict | None) -> str:
+    if e is None or e["status"] != "counted":
+        return "-"
+    cached = f"{_m(e['cache_write'])} / {_m(e['cache_read'])}" if e["cache_reason"] is None else "failed"
+    return f"{_m(e['first_frame'])} | {cached}"
 
 
 def first_frame_table(data: dict) -> str:
     """M instructions from opening the file to its first result: usual API / cache written / cache read."""
-    cores = _cores(data)
-    rows = []
-    for file, per in _by_file(data).items():
-        cells = []
-        for cpu in cores:
-            e = per.get(cpu)
-            if e is None or e["status"] != "counted":
-                cells.append("-")
-                continue
-            cached = f"{_m(e['cache_write'])} / {_m(e['cache_read'])}" if e["cache_reason"] is None else "failed"
-            cells.append(f"{_m(e['first_frame'])} | {cached}")
-        rows.append((file, *cells))
     failures = sorted({f"{e['file']} on {e['cpu']}: {e['cache_reason']}" for e in data["rows"]
                        if e["status"] == "counted" and e["cache_reason"]})
-    return format_table(("file", *cores), rows) + "".join(f"\ncache failed: {f}" for f in failures)
+    return _file_by_core_table(data, _first_frame_cell) + "".join(f"\ncache failed: {f}" for f in failures)
+
+
+def _kernels_cell(e: dict | None) -> str:
+    if e is None or not e.get("mix") or not e["instructions"]:
+        return "-"
+    n = e["instructions"][0]
+    shares = [f"{k} {100 * v / n:.0f}%" if v / n >= 0.005 else f"{k} <1%" for k, v in e["mix"].items() if v]
+    return ", ".join(shares) or "none"
 
 
 def kernels_table(data: dict) -> str:
     """Per file and core: the share of its inference's instructions in each class the core's kernels use."""
-    cores = _cores(data)
-    rows = []
-    for file, per in _by_file(data).items():
-        cells = []
-        for cpu in cores:
-            e = per.get(cpu)
-            if e is None or not e.get("mix") or not e["instructions"]:
-                cells.append("-")
-                continue
-            n = e["instructions"][0]
-            shares = [f"{k} {100 * v / n:.0f}%" if v / n >= 0.005 else f"{k} <1%" for k, v in e["mix"].items() if v]
-            cells.append(", ".join(shares) or "none")
-        rows.append((file, *cells))
-    return format_table(("file", *cores), rows)
+    return _file_by_core_table(data, _kernels_cell)
 
 
 def memory_table(data: dict) -> str:
