@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import faulthandler
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from cli import (
     profile,
     verify,
 )
-from common import environment, quiet, scratch
+from common import environment, interrupts, quiet, scratch
 from common.errors import ConvNeXtPoseError
 
 #: `convnextpose --help`'s description, as it has always read (argparse reflows it).
@@ -55,16 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    environment.apply()  # telemetry off, library settings out of HOME: before any library is imported
-    verbose = bool({"-v", "--verbose"} & set(argv))
-    quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
-    named = _BY_NAME.get(next((a for a in argv if not a.startswith("-")), None))
-    for key, value in getattr(named, "ENVIRONMENT", {}).items():  # read when PyTorch loads: set before
-        os.environ.setdefault(key, value)
-    args = build_parser().parse_args(argv)
-    # Our own packages log progress at INFO; libraries that log to the root logger only warnings (-v: all).
+def _configure_logging(verbose: bool) -> None:
+    """Our own packages log progress at INFO; libraries that log to the root logger only warnings (-v: all)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(asctime)s %(message)s",
@@ -73,13 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     for package in OUR_LOGGERS:
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environment.apply()  # telemetry off, library settings out of HOME: before any library is imported
+    verbose = bool({"-v", "--verbose"} & set(argv))
+    quiet.configure(verbose)  # before anything imports a converter: some read their settings at import
+    named = _BY_NAME.get(next((a for a in argv if not a.startswith("-")), None))
+    for key, value in getattr(named, "ENVIRONMENT", {}).items():  # read when PyTorch loads: set before
+        os.environ.setdefault(key, value)
     try:
+        with interrupts.held():  # the help texts' defaults load PyTorch: a Ctrl-C waits for it to load
+            args = build_parser().parse_args(argv)
+        _configure_logging(verbose)
         # every temporary file of the run, the converters' own included, in one folder removed at the end
         with scratch.run_folder():
             preload = _BY_NAME[args.command].PRELOAD
             if preload is not None:
                 quiet.import_quietly(*preload)
-            return args.func(args)
+            code = args.func(args)
+            interrupts.raise_if_received()  # a Ctrl-C that a hook swallowed still ends the run as interrupted
+            return code
     except ConvNeXtPoseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -92,9 +100,13 @@ def run() -> None:
     """The `convnextpose` command. Once it has answered, the atexit handlers run (logging and
     multiprocessing clean-up, temporary folders), output is flushed and the process ends without the
     interpreter tearing down its modules: with TensorFlow, PyTorch and coremltools loaded that teardown
-    took 2.6 s after an export of S (measured), and nothing of ours depends on it. After Ctrl-C it also
-    keeps an interrupt that landed while TensorFlow was importing from making the shutdown itself die of
-    SIGINT (exit -2 instead of 130, measured in 1 of 9 interrupts in that window)."""
+    took 2.6 s after an export of S (measured), and nothing of ours depends on it.
+
+    A crash of native code (SIGSEGV, SIGABRT...) prints the Python stack of every thread before the
+    process dies (``faulthandler``): a report then says where, not only "exit -11". Ctrl-C is remembered
+    even where a hook swallows it (common/interrupts.py)."""
+    faulthandler.enable()
+    interrupts.install()
     code = main()
     atexit._run_exitfuncs()
     sys.stdout.flush()

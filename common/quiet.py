@@ -19,6 +19,8 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 
+from common import interrupts
+
 #: Loggers of the converters and runtimes: only their errors reach the user unless -v.
 THIRD_PARTY_LOGGERS = ("coremltools", "tensorflow", "absl", "onnx2tf", "ai_edge_quantizer", "ai_edge_litert", "jax",
                        "onnxruntime", "h5py", "onnxsim", "onnxslim", "matplotlib", "PIL", "torchao", "executorch",
@@ -73,8 +75,9 @@ def native_stderr_hidden() -> Iterator[None]:
 
 
 def import_quietly(*modules: str) -> None:
-    """Import (once) the libraries that print while loading, with their native output hidden."""
-    with native_stderr_hidden(), hushed():
+    """Import (once) the libraries that print while loading, with their native output hidden and Ctrl-C
+    held until they have loaded (common/interrupts.py)."""
+    with interrupts.held(), native_stderr_hidden(), hushed():
         for name in modules or NOISY_IMPORTS:
             try:
                 importlib.import_module(name)

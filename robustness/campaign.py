@@ -42,6 +42,8 @@ from robustness.corpus import (
 
 KILL_FORMATS = "onnx,tflite,coreml"
 CRASH_POINTS = ("before-publish", "after-swap")
+#: `kill_trial`'s moment that is one phase on any machine: the export's staging folder exists.
+STAGES = "in its stages"
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,11 @@ def export_args(checkpoint: Path, out: Path, formats: str = "onnx") -> list[str]
 # ---- crash consistency ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KillTrial:
-    how: str  # "SIGKILL after 3.2 s" | "crash point after-swap" | "SIGINT after 1.0 s"
+    how: str  # "SIGKILL after 3.2 s" | "crash point after-swap" | "SIGINT after 1.0 s" | "SIGINT in its stages"
     code: int
     state: str  # "old" | "new" | "mixed"
     leftovers_cleared: bool
+    said: str = ""  # the end of what the export wrote to stderr: where a wrong ending came from
 
     @property
     def ok(self) -> bool:
@@ -151,9 +154,10 @@ def _leftovers(out: Path) -> list[Path]:
     return [p for p in out.parent.glob(f".{out.name}.*") if not p.name.endswith(".lock")]
 
 
-def kill_trial(checkpoint: Path, template: Path, work: Path, delay: float | None, crash_point: str | None = None,
-               sig: int = signal.SIGKILL, formats: str = KILL_FORMATS) -> KillTrial:
-    """Export over a complete OUT and stop it (a signal after ``delay`` s, or at ``crash_point``)."""
+def kill_trial(checkpoint: Path, template: Path, work: Path, delay: float | str | None,
+               crash_point: str | None = None, sig: int = signal.SIGKILL, formats: str = KILL_FORMATS) -> KillTrial:
+    """Export over a complete OUT and stop it: a signal after ``delay`` s, or once its staging folder exists
+    (``delay="in its stages"``: the same phase on any machine), or at ``crash_point``."""
     out = work / "out"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -162,7 +166,13 @@ def kill_trial(checkpoint: Path, template: Path, work: Path, delay: float | None
     env = {**os.environ, **({CRASH_AT_ENV: crash_point} if crash_point else {})}
     proc = subprocess.Popen([sys.executable, "-m", "cli", *export_args(checkpoint, out, formats), "--seed", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-    if delay is not None:
+    if delay == STAGES:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and not list(work.glob(f".{out.name}.staging-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    elif delay is not None:
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -170,9 +180,10 @@ def kill_trial(checkpoint: Path, template: Path, work: Path, delay: float | None
     _, err = proc.communicate(timeout=300)
     state = "old" if snapshot(out) == old else "new" if complete_export(out) else "mixed"
     verify = subprocess.run([sys.executable, "-m", "cli", "verify", str(out)], capture_output=True, text=True)
-    how = f"crash point {crash_point}" if crash_point else f"{signal.Signals(sig).name} after {delay:.1f} s"
+    when = delay if isinstance(delay, str) else f"after {delay:.1f} s" if delay is not None else ""
+    how = f"crash point {crash_point}" if crash_point else f"{signal.Signals(sig).name} {when}"
     return KillTrial(how, proc.returncode, state, not _leftovers(out) and verify.returncode == 0
-                     and "Traceback" not in err + verify.stderr)
+                     and "Traceback" not in err + verify.stderr, err[-800:])
 
 
 #: The second export of `concurrent_exports`: loads what an export loads, waits until the first export is
@@ -315,12 +326,12 @@ def run_campaign(work: Path, seed: int = 0, quick: bool = False, kills: int = 20
                    capture_output=True, check=True)
     duration = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
-    delays = sorted(rng.uniform(0.3, duration, max(1, kills - len(CRASH_POINTS) - 1)))
+    delays = sorted(rng.uniform(0.3, duration, max(1, kills - len(CRASH_POINTS) - 2)))
     trials = [kill_trial(checkpoint, template, work / "kill", d) for d in delays]
     trials += [kill_trial(checkpoint, template, work / "kill", None, point) for point in CRASH_POINTS]
     # Ctrl-C while it works (not after it finished: Python cannot turn a late SIGINT into an exit code)
-    trials += [kill_trial(checkpoint, template, work / "kill", float(rng.uniform(1.0, 0.6 * duration)),
-                          sig=signal.SIGINT)]
+    trials += [kill_trial(checkpoint, template, work / "kill", when, sig=signal.SIGINT)
+               for when in (float(rng.uniform(0.3, 0.6 * duration)), STAGES)]
     return {
         "outcomes": outcomes,
         "kills": trials,
@@ -342,8 +353,9 @@ def report(result: dict) -> str:
               format_table(("how", "exit", "OUT afterwards", "leftovers cleared by verify"),
                            [(t.how, t.code, t.state, "yes" if t.leftovers_cleared else "NO") for t in trials],
                            markdown=True), "",
-              f"OUT as it was: {states['old']}, the new export complete: {states['new']}, mixed: {states['mixed']}",
-              "", f"## Two exports at once\n\n{result['concurrent']}", "", f"## Disk full\n\n{result['disk_full']}", "",
+              f"OUT as it was: {states['old']}, the new export complete: {states['new']}, mixed: {states['mixed']}"]
+    lines += [f"- WRONG: {t.how}: exit {t.code}, OUT {t.state}, {_last_line(t.said)}" for t in trials if not t.ok]
+    lines += ["", f"## Two exports at once\n\n{result['concurrent']}", "", f"## Disk full\n\n{result['disk_full']}", "",
               "## The same export twice (bytes identical?)", "",
               format_table(("file", "identical"), list(result["determinism"].items()), markdown=True)]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import interrupts
 from common.errors import ExportError
 from common.files import default_dir_mode, default_file_mode
 from judging.manifest import MANIFEST_NAME
@@ -158,8 +159,15 @@ def _carry_over(out: Path, staging: Path, previous: set[str]) -> None:
 
 def publish(staging: Path, out: Path, previous: set[str]) -> None:
     """Make the complete export in ``staging`` OUT's content in one step (see the module docstring).
-    ``previous``: what the old manifest listed (not carried over)."""
+    ``previous``: what the old manifest listed (not carried over). A Ctrl-C that came before, even one a
+    hook swallowed, stops it here; one that comes during it waits until OUT is complete."""
+    interrupts.raise_if_received()
     crash_point("before-publish")
+    with interrupts.held():
+        _swap_in(staging, out, previous)
+
+
+def _swap_in(staging: Path, out: Path, previous: set[str]) -> None:
     if not out.exists():
         os.rename(staging, out)
         crash_point("after-publish")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common import interrupts
 from exporters.formats import ExportFormat
 from exporters.pipeline.export_run import ExportRun
 from judging.manifest import Artifact, Rejection
@@ -63,7 +64,15 @@ class SideStage:
         self._answer, child_end = context.Pipe(duplex=False)
         self._process = context.Process(target=_child, args=(run, fmt, build, child_end, os.getpid()),
                                         name=f"stage-{fmt.name}", daemon=True)
-        self._process.start()
+        try:
+            # A Ctrl-C during the fork would land in an at-fork hook (logging's lock release), where Python
+            # prints "Exception ignored" and drops it: the export ran on to exit 0 (measured). Held, it is
+            # raised once the child exists, and the child is stopped before the export unwinds.
+            with interrupts.held():
+                self._process.start()
+        except KeyboardInterrupt:
+            self.stop()
+            raise
         child_end.close()
         log.info("stage %s started beside the others (pid %d)", fmt.name, self._process.pid)
 
