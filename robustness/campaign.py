@@ -180,8 +180,10 @@ def kill_trial(checkpoint: Path, template: Path, work: Path, delay: float | str 
     _, err = proc.communicate(timeout=300)
     state = "old" if snapshot(out) == old else "new" if complete_export(out) else "mixed"
     verify = subprocess.run([sys.executable, "-m", "cli", "verify", str(out)], capture_output=True, text=True)
-    when = delay if isinstance(delay, str) else f"after {delay:.1f} s" if delay is not None else ""
-    how = f"crash point {crash_point}" if crash_point else f"{signal.Signals(sig).name} {when}"
+    if crash_point:
+        how = f"crash point {crash_point}"
+    else:
+        how = f"{signal.Signals(sig).name} {delay if delay == STAGES else f'after {delay:.1f} s'}"
     return KillTrial(how, proc.returncode, state, not _leftovers(out) and verify.returncode == 0
                      and "Traceback" not in err + verify.stderr, err[-800:])
 

@@ -95,7 +95,6 @@ def test_cpu_tolerance_follows_the_measurement_within_floor_and_budget():
     assert golden.delegate_tolerance(fp32, manifest).input_px == 1.0
 
 
-
 def test_a_tagged_fp16_files_cost_names_its_fp16_arithmetic_figure():
     """The cheapest-file advice quotes what a core with FP16 arithmetic computes, not only the x86 fp32 cost."""
     from benchmarks.arm64 import precision_cost
@@ -106,6 +105,7 @@ def test_a_tagged_fp16_files_cost_names_its_fp16_arithmetic_figure():
     tagged = {"fp16_arithmetic": {"tag": "fp16accfp16", "judged_on": {
         "cpu": "cortex-a76", "verdict": {"cost": {"p99_input_px": 0.26}}}}}
     assert precision_cost(replace(art, details=tagged)).endswith("; p99 0.26 in fp16 arithmetic (cortex-a76)")
+
 
 # ---- on the emulated cores -----------------------------------------------------------------------
 
